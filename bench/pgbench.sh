@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# pgbench -S (select-only) on one throwaway cluster: direct, through pgbouncer (session
+# pooling) and through portcullis with every statement recorded, in both durability modes;
+# 1 and 8 clients; simple and prepared protocol. Prints TPS and ratios to direct.
+#
+#   bench/pgbench.sh                 # 10 s per cell
+#   DURATION=30 bench/pgbench.sh     # longer cells
+#
+# Needs: PostgreSQL server binaries, pgbench, pgbouncer (apt-get install -y pgbouncer), cargo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+SCALE=${SCALE:-10}
+CLIENTS=${CLIENTS:-"1 8"}
+PROTOCOLS=${PROTOCOLS:-"simple prepared"}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/portcullis/target}"
+
+PGBIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+[ -x "$PGBIN/initdb" ] || { echo "PostgreSQL server binaries not found: apt-get install -y postgresql" >&2; exit 1; }
+command -v pgbouncer >/dev/null || {
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq pgbouncer >/dev/null; else echo "install pgbouncer: sudo apt-get install -y pgbouncer" >&2; exit 1; fi
+}
+cargo build --release -q -p portcullis
+PORTCULLIS="$CARGO_TARGET_DIR/release/portcullis"
+
+WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
+AS=()
+if [ "$(id -u)" = 0 ]; then chown postgres: "$WORK"; AS=(runuser -u postgres --); fi
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  "${AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PGPORT=$(free_port)
+"${AS[@]}" "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
+"${AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o "-p $PGPORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB" start >/dev/null
+"$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -qc "CREATE DATABASE bench" postgres
+"$PGBIN/pgbench" -h 127.0.0.1 -p "$PGPORT" -U postgres -i -q -s "$SCALE" bench >/dev/null 2>&1
+
+# pgbouncer, session pooling, no client auth (same trust as the direct leg).
+BPORT=$(free_port)
+cat > "$WORK/pgbouncer.ini" <<INI
+[databases]
+bench = host=127.0.0.1 port=$PGPORT dbname=bench user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $BPORT
+unix_socket_dir =
+auth_type = any
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 50
+logfile = $WORK/pgbouncer.log
+pidfile = $WORK/pgbouncer.pid
+INI
+chown postgres: "$WORK/pgbouncer.ini" 2>/dev/null || true
+"${AS[@]}" pgbouncer -q "$WORK/pgbouncer.ini" & PIDS+=($!)
+
+# portcullis: one agent, trust upstream.
+KEYOUT=$("$PORTCULLIS" agent create bench 2>&1)
+KEY=$(echo "$KEYOUT" | grep '^pcs_')
+HASH=$(echo "$KEYOUT" | sed -n 's/^key_hash = "\(.*\)"/\1/p')
+start_portcullis() { # $1 = durability
+  local dir="$WORK/gw-$1" port; port=$(free_port); mkdir -p "$dir"
+  cat > "$dir/portcullis.toml" <<TOML
+[gateway]
+data_dir = "."
+[store]
+durability = "$1"
+[[listeners]]
+name = "pg"
+protocol = "postgres"
+bind = "127.0.0.1:$port"
+tls = { mode = "disabled" }
+[[connections]]
+name = "bench"
+type = "postgres"
+host = "127.0.0.1"
+port = $PGPORT
+database = "bench"
+user = "postgres"
+[[agents]]
+name = "bench"
+key_hash = "$HASH"
+TOML
+  RUST_LOG=warn "$PORTCULLIS" serve --config "$dir/portcullis.toml" 2>"$dir/log" & PIDS+=($!)
+  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  echo "$port"
+}
+PORT_DEFAULT=$(start_portcullis default)
+PORT_STRICT=$(start_portcullis strict)
+sleep 1
+
+run() { # target port user password clients protocol
+  local jobs=$(( $5 < 2 ? $5 : 2 ))
+  PGPASSWORD="$4" "$PGBIN/pgbench" -h 127.0.0.1 -p "$2" -U "$3" -S -T "$DURATION" -c "$5" -j "$jobs" -M "$6" -n bench 2>/dev/null \
+    | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1
+}
+
+SYNCS=$(python3 - "$WORK" <<'PY'
+import os, sys, time
+p = os.path.join(sys.argv[1], "fsync-probe")
+fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o600)
+n, end = 0, time.time() + 2
+while time.time() < end:
+    os.write(fd, b"x" * 512); os.fdatasync(fd); n += 1
+print(int(n / 2))
+PY
+)
+
+echo
+echo "pgbench -S, scale $SCALE, ${DURATION}s per cell, $(nproc) cores; disk sync rate: $SYNCS fdatasync/s"
+printf '%-9s %-8s %10s %10s %7s %12s %7s %12s %7s\n' protocol clients direct pgbouncer ratio "pc-default" ratio "pc-strict" ratio
+for proto in $PROTOCOLS; do
+  for c in $CLIENTS; do
+    d=$(run direct "$PGPORT" postgres "" "$c" "$proto")
+    b=$(run pgbouncer "$BPORT" postgres "" "$c" "$proto")
+    p=$(run portcullis "$PORT_DEFAULT" bench "$KEY" "$c" "$proto")
+    s=$(run portcullis "$PORT_STRICT" bench "$KEY" "$c" "$proto")
+    ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')" 2>/dev/null || echo "?"; }
+    printf '%-9s %-8s %10.0f %10.0f %7s %12.0f %7s %12.0f %7s\n' "$proto" "$c" "$d" "$b" "$(ratio "$b" "$d")" "$p" "$(ratio "$p" "$d")" "$s" "$(ratio "$s" "$d")"
+  done
+done
+echo
+echo "strict mode bound: one fsync per group commit; at $SYNCS syncs/s and 8 clients, at most ~$((SYNCS * 8)) statements/s"
+for m in default strict; do
+  echo "ledger ($m): $("$PORTCULLIS" audit verify --config "$WORK/gw-$m/portcullis.toml" 2>/dev/null)"
+done

@@ -1,0 +1,199 @@
+//! Ledger events.
+//!
+//! An event is stored as a row `(seq, ts_us, session_id, kind, data, prev_hash, hash)` where
+//! `data` is the JSON form of [`EventData`]. Events are self-contained: a statement event names
+//! the agent, the client address, the connection and the protocol, so one row answers "who ran
+//! what, where" without joins.
+
+use serde::{Deserialize, Serialize};
+
+/// An event on its way into the ledger. The ledger assigns the sequence number and the hashes.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub ts_us: i64,
+    pub session_id: String,
+    pub data: EventData,
+}
+
+impl NewEvent {
+    pub fn new(session_id: impl Into<String>, data: EventData) -> Self {
+        NewEvent {
+            ts_us: crate::now_us(),
+            session_id: session_id.into(),
+            data,
+        }
+    }
+}
+
+/// Who acted: the agent's service account and how it proved it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Principal {
+    /// The agent (service account) name from the configuration.
+    pub agent: String,
+    /// How the agent authenticated: `scram-sha-256` or `password` (cleartext over TLS).
+    pub auth_method: String,
+}
+
+/// A bound parameter of an extended-protocol statement.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ParamValue {
+    /// PostgreSQL type OID (0 = not specified by the client, inferred by the server).
+    pub type_oid: u32,
+    /// Type name when the OID is a well-known built-in type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+    /// `text` or `binary`.
+    pub format: String,
+    /// The value as text; binary values of known types are decoded, others are hex (`\x…`).
+    /// `None` is SQL NULL.
+    pub value: Option<String>,
+}
+
+/// How a statement ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The target ran it and reported completion.
+    Ok,
+    /// The target reported an error (see `sqlstate`).
+    Error,
+    /// An extended-protocol portal ran out of its row limit (PortalSuspended).
+    Suspended,
+    /// Not executed: an earlier message of the same pipeline segment failed.
+    Skipped,
+    /// The gateway refused to forward it (see `message`).
+    Refused,
+    /// The session ended before the target answered.
+    Aborted,
+}
+
+/// The payload of a ledger event. Serialized as JSON with a `kind` tag.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventData {
+    /// An agent proved its identity and the gateway reached the target.
+    SessionOpen {
+        principal: Principal,
+        client_addr: String,
+        connection: String,
+        protocol: String,
+        tls: bool,
+        /// Startup parameters forwarded to the target (application_name, …).
+        #[serde(default)]
+        params: Vec<(String, String)>,
+    },
+    /// The session ended.
+    SessionClose {
+        principal: Principal,
+        connection: String,
+        reason: String,
+        duration_us: u64,
+        statements: u64,
+    },
+    /// Credentials accepted.
+    AuthSuccess {
+        principal: Principal,
+        client_addr: String,
+        connection: String,
+        protocol: String,
+    },
+    /// Credentials refused, or the connection could not be opened for this client.
+    AuthFailure {
+        /// The user name the client claimed.
+        claimed_agent: String,
+        client_addr: String,
+        connection: String,
+        protocol: String,
+        reason: String,
+        /// SQLSTATE sent to the client.
+        sqlstate: String,
+    },
+    /// A statement, recorded before it is forwarded to the target.
+    Statement {
+        principal: Principal,
+        client_addr: String,
+        connection: String,
+        protocol: String,
+        /// The exact SQL text (for the extended protocol, the prepared SQL).
+        text: String,
+        /// `simple`, `extended` or `function_call`.
+        mode: String,
+        /// Prepared statement name (extended protocol; empty = unnamed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        statement_name: Option<String>,
+        /// Bound parameter values (extended protocol).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        params: Vec<ParamValue>,
+        /// `allow`, or `deny` with a reason when the gateway refuses it.
+        verdict: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// What became of a statement, written when the target answered.
+    Result {
+        /// Sequence number of the statement event this result belongs to.
+        statement_seq: u64,
+        outcome: Outcome,
+        /// Command tags reported by the target (several for a multi-statement simple query).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tags: Vec<String>,
+        rows: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sqlstate: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        duration_us: u64,
+    },
+    /// The agent authenticated but its session could not be opened (unknown connection,
+    /// target unreachable or refusing the gateway's login).
+    ConnectFailure {
+        principal: Principal,
+        client_addr: String,
+        connection: String,
+        protocol: String,
+        reason: String,
+        sqlstate: String,
+    },
+    /// A client asked to cancel a running statement.
+    Cancel {
+        client_addr: String,
+        /// Whether the cancel key matched a live session.
+        matched: bool,
+    },
+    /// The client broke the protocol; the connection was closed.
+    ProtocolError { client_addr: String, detail: String },
+}
+
+impl EventData {
+    /// The `kind` tag, also stored in its own column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventData::SessionOpen { .. } => "session_open",
+            EventData::SessionClose { .. } => "session_close",
+            EventData::AuthSuccess { .. } => "auth_success",
+            EventData::AuthFailure { .. } => "auth_failure",
+            EventData::Statement { .. } => "statement",
+            EventData::Result { .. } => "result",
+            EventData::ConnectFailure { .. } => "connect_failure",
+            EventData::Cancel { .. } => "cancel",
+            EventData::ProtocolError { .. } => "protocol_error",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_column_matches_json_tag() {
+        let ev = EventData::Cancel {
+            client_addr: "127.0.0.1:1".into(),
+            matched: true,
+        };
+        let json = serde_json::to_value(&ev).expect("serializes");
+        assert_eq!(json["kind"], ev.kind());
+        let back: EventData = serde_json::from_value(json).expect("round trip");
+        assert_eq!(back, ev);
+    }
+}

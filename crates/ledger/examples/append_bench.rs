@@ -1,0 +1,212 @@
+//! Measures the ledger's acknowledged-append throughput and its verification speed.
+//!
+//! ```text
+//! cargo run --release -p portcullis-ledger --example append_bench
+//! ```
+//!
+//! Each appender is a tokio task that appends one statement event per call and waits for the
+//! acknowledgement, as a gateway session does before forwarding a statement. The ledger lives
+//! in a temporary folder under `PORTCULLIS_BENCH_DIR` (default: the system temp folder; use a
+//! folder on the disk you care about: fsync cost is what `strict` measures).
+//! `PORTCULLIS_BENCH_SECS` sets the duration of each run (default 3),
+//! `PORTCULLIS_BENCH_VERIFY_EVENTS` the size of the verified ledger (default 1 000 000).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use portcullis_core::config::Durability;
+use portcullis_core::{EventData, NewEvent, Principal};
+use portcullis_ledger::{Ledger, LedgerOptions, LedgerReader, VerifyReport};
+
+fn statement(session: &str, n: u64) -> NewEvent {
+    NewEvent::new(
+        session,
+        EventData::Statement {
+            principal: Principal {
+                agent: "etl-agent".into(),
+                auth_method: "scram-sha-256".into(),
+            },
+            client_addr: "10.1.2.3:50000".into(),
+            connection: "orders-prod".into(),
+            protocol: "postgres".into(),
+            text: format!(
+                "SELECT o.id, o.total, c.email FROM orders o JOIN customers c ON c.id = \
+                 o.customer_id WHERE o.id = {n}"
+            ),
+            mode: "extended".into(),
+            statement_name: None,
+            params: Vec::new(),
+            verdict: "allow".into(),
+            reason: None,
+        },
+    )
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Run {
+    events: u64,
+    secs: f64,
+    commits: u64,
+    syncs: u64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+async fn run(dir: &std::path::Path, durability: Durability, appenders: usize, secs: u64) -> Run {
+    let path = dir.join(format!("bench-{durability:?}-{appenders}.db"));
+    let ledger = Ledger::open(LedgerOptions {
+        path,
+        durability,
+        sync_interval: Duration::from_millis(5),
+    })
+    .expect("open ledger");
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for a in 0..appenders {
+        let ledger = ledger.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let session = format!("session-{a}");
+            let mut latencies = Vec::with_capacity(1 << 16);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                ledger
+                    .append(vec![statement(&session, n)])
+                    .await
+                    .expect("append");
+                latencies.push(t.elapsed().as_micros() as u64);
+                n += 1;
+            }
+            latencies
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("appender task"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let stats = ledger.stats();
+    ledger.close();
+    latencies.sort_unstable();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize];
+    Run {
+        events: stats.appended,
+        secs: elapsed,
+        commits: stats.commits,
+        syncs: stats.syncs,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+    }
+}
+
+fn main() {
+    let base = std::env::var_os("PORTCULLIS_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::tempdir_in(&base).expect("temp folder");
+    let secs = env_u64("PORTCULLIS_BENCH_SECS", 3);
+    let verify_events = env_u64("PORTCULLIS_BENCH_VERIFY_EVENTS", 1_000_000);
+    // e.g. "default-64,strict-1": run only these append benchmarks (and skip verify unless
+    // "verify" is listed).
+    let only = std::env::var("PORTCULLIS_BENCH_ONLY").ok();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+
+    println!("ledger in {}", dir.path().display());
+    println!("acknowledged appends, 1 statement event per call, {secs} s per run");
+    println!(
+        "{:<8} {:>9} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "mode", "appenders", "events/s", "commits", "ev/commit", "syncs", "p50 µs", "p99 µs"
+    );
+    for durability in [Durability::Default, Durability::Strict] {
+        for appenders in [1, 8, 64] {
+            let name = format!("{}-{appenders}", format!("{durability:?}").to_lowercase());
+            if only
+                .as_deref()
+                .is_some_and(|o| !o.split(',').any(|x| x == name))
+            {
+                continue;
+            }
+            let r = rt.block_on(run(dir.path(), durability, appenders, secs));
+            println!(
+                "{:<8} {:>9} {:>12.0} {:>10} {:>10.1} {:>10} {:>9} {:>9}",
+                format!("{durability:?}").to_lowercase(),
+                appenders,
+                r.events as f64 / r.secs,
+                r.commits,
+                r.events as f64 / r.commits.max(1) as f64,
+                r.syncs,
+                r.p50_us,
+                r.p99_us,
+            );
+        }
+    }
+
+    if only
+        .as_deref()
+        .is_some_and(|o| !o.split(',').any(|x| x == "verify"))
+    {
+        return;
+    }
+    // Verification speed over a large ledger, built with large calls from a few concurrent
+    // writers (as a busy gateway would).
+    let path = dir.path().join("verify.db");
+    let ledger = Ledger::open(LedgerOptions::new(&path)).expect("open ledger");
+    let build = Instant::now();
+    rt.block_on(async {
+        const PRODUCERS: u64 = 4;
+        let mut tasks = Vec::new();
+        for p in 0..PRODUCERS {
+            let ledger = ledger.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = p * 1000;
+                while n < verify_events {
+                    let len = 1000.min(verify_events - n);
+                    let events = (n..n + len)
+                        .map(|i| statement(&format!("session-{}", i % 64), i))
+                        .collect();
+                    ledger.append(events).await.expect("append");
+                    n += PRODUCERS * 1000;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("producer");
+        }
+    });
+    let build_secs = build.elapsed().as_secs_f64();
+    ledger.close();
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    println!();
+    println!(
+        "bulk append (1000 events per call, 4 callers): {verify_events} events in {build_secs:.2} s = {:.0} events/s, file {:.0} MiB",
+        verify_events as f64 / build_secs,
+        size as f64 / (1024.0 * 1024.0)
+    );
+    for pass in ["cold-ish", "warm"] {
+        let reader = LedgerReader::open(&path).expect("open reader");
+        let t = Instant::now();
+        let report = reader.verify(|_| {}).expect("verify");
+        let secs = t.elapsed().as_secs_f64();
+        match report {
+            VerifyReport::Verified { events, .. } => println!(
+                "verify ({pass}): {events} events in {secs:.2} s = {:.0} events/s",
+                events as f64 / secs
+            ),
+            other => panic!("bench ledger does not verify: {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The one error type of this crate.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Everything that can go wrong while opening, writing or reading a ledger.
+///
+/// Every message names the ledger file and says what the operator can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The folder that should hold the ledger file could not be created.
+    #[error(
+        "could not create the ledger folder {path}: {source}; create it by hand or set \
+         store.path (or gateway.data_dir) to a writable location"
+    )]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// SQLite could not open (or create) the ledger file.
+    #[error(
+        "could not open the ledger {path}: {source}; check that the path is a regular file on \
+         a local filesystem and that the gateway's user may read and write it"
+    )]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The ledger file (or its folder) is read-only for this process.
+    #[error(
+        "the ledger {path} is not writable: give the gateway's user write permission on the file \
+         and on its folder (SQLite creates {path}-wal and {path}-shm next to it)"
+    )]
+    NotWritable { path: PathBuf },
+
+    /// The file could not be put in write-ahead-log mode.
+    #[error(
+        "could not switch the ledger {path} to WAL mode (journal_mode is {mode:?}); the ledger \
+         needs a local filesystem with shared-memory support (not a network share)"
+    )]
+    NoWal { path: PathBuf, mode: String },
+
+    /// The file was written by a different (newer) version of portcullis.
+    #[error(
+        "the ledger {path} has schema version {found}, this build of portcullis understands \
+         version {supported}; use a portcullis release that matches the ledger"
+    )]
+    SchemaVersion {
+        path: PathBuf,
+        found: String,
+        supported: u32,
+    },
+
+    /// The file exists but is not a portcullis ledger.
+    #[error(
+        "{path} is not a portcullis ledger (no `events` table); check store.path in the \
+         configuration"
+    )]
+    NotALedger { path: PathBuf },
+
+    /// The ledger file could not be examined.
+    #[error(
+        "could not access the ledger {path}: {source}; check that this user may read the file \
+         and its folder"
+    )]
+    Access {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A read-only open found no file.
+    #[error("no ledger at {path}: has the gateway run with this config?")]
+    NotFound { path: PathBuf },
+
+    /// An SQLite operation outside the append path failed.
+    #[error("ledger {path}: {context}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        context: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// A group commit failed: its events must be treated as not recorded (they were rolled
+    /// back, except possibly when `COMMIT` itself reported an I/O error). The chain stays intact
+    /// and the next append tries again.
+    #[error(
+        "could not record {events} event(s) in the ledger {path}: {source}; the statements are \
+         refused (fail closed) and the next write tries again: check free disk space, \
+         permissions, and that no other process holds a write lock on the file"
+    )]
+    Write {
+        path: PathBuf,
+        events: usize,
+        /// Shared: one failed transaction fails every submission of its batch.
+        #[source]
+        source: Arc<rusqlite::Error>,
+    },
+
+    /// An event could not be serialised to JSON.
+    #[error("could not serialise a {kind} event for the ledger {path}: {source}")]
+    Serialize {
+        path: PathBuf,
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// An event is larger than one ledger row can hold.
+    #[error(
+        "a {kind} event of {bytes} bytes is too large for the ledger {path} (at most \
+         1 000 000 000 bytes per event); the statement is refused"
+    )]
+    TooLarge {
+        path: PathBuf,
+        kind: &'static str,
+        bytes: usize,
+    },
+
+    /// The ledger was closed (the gateway is shutting down) or its writer thread stopped.
+    #[error(
+        "the ledger {path} is closed and records no more events (the gateway is shutting down, \
+         or its writer stopped: see the earlier log lines)"
+    )]
+    Closed { path: PathBuf },
+
+    /// The writer or syncer thread could not be started.
+    #[error("could not start the ledger {what} thread for {path}: {source}")]
+    Spawn {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A stored row does not have the shape the ledger writes (wrong type or hash length).
+    #[error(
+        "ledger {path}: row seq {seq} is malformed ({detail}); the file may have been altered: \
+         run `portcullis audit verify`"
+    )]
+    Malformed {
+        path: PathBuf,
+        seq: i64,
+        detail: String,
+    },
+
+    /// The `data` of a stored event is not a valid event.
+    #[error(
+        "ledger event seq {seq} does not parse as an event ({source}); it was written by a \
+         newer portcullis or altered: run `portcullis audit verify`"
+    )]
+    Parse {
+        seq: u64,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl LedgerError {
+    pub(crate) fn sqlite(
+        path: impl Into<PathBuf>,
+        context: &'static str,
+        source: rusqlite::Error,
+    ) -> Self {
+        LedgerError::Sqlite {
+            path: path.into(),
+            context,
+            source,
+        }
+    }
+}

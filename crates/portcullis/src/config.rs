@@ -1,0 +1,259 @@
+//! Loading the configuration file: parse, validate, resolve secrets and paths.
+//! Every error names the file and, where the parser knows it, the line.
+
+use anyhow::{anyhow, bail, Context};
+use portcullis_core::config::{Config, ListenerTlsMode, UpstreamTls};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// A validated configuration with resolved paths and secrets.
+pub struct Loaded {
+    pub config: Config,
+    pub path: PathBuf,
+    pub data_dir: PathBuf,
+    pub ledger_path: PathBuf,
+    /// Target passwords by connection name.
+    pub passwords: std::collections::HashMap<String, Option<String>>,
+}
+
+pub fn schema_json() -> String {
+    let schema = schemars::schema_for!(Config);
+    serde_json::to_string_pretty(&schema).unwrap_or_default()
+}
+
+/// Parses the file only (no secret resolution): enough for `audit` commands.
+pub fn parse(path: &Path) -> anyhow::Result<(Config, PathBuf, PathBuf)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    let config: Config = toml::from_str(&text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| {
+                let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                format!(":{line}")
+            })
+            .unwrap_or_default();
+        anyhow!("{}{at}: {}", path.display(), e.message())
+    })?;
+    let base = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let data_dir = resolve(&base, &config.gateway.data_dir);
+    let ledger_path = match &config.store.path {
+        Some(p) => resolve(&data_dir, p),
+        None => data_dir.join("ledger.db"),
+    };
+    Ok((config, data_dir, ledger_path))
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Parses and validates everything `serve` needs.
+pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    let (config, data_dir, ledger_path) = parse(path)?;
+    let where_ = path.display().to_string();
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    if config.listeners.is_empty() {
+        bail!("{where_}: no [[listeners]]: add one, e.g.\n[[listeners]]\nname = \"postgres\"\nprotocol = \"postgres\"\nbind = \"127.0.0.1:6432\"");
+    }
+    let mut names = HashSet::new();
+    for l in &config.listeners {
+        if !names.insert(&l.name) {
+            bail!("{where_}: listener name {:?} is used twice", l.name);
+        }
+        l.bind.parse::<SocketAddr>().map_err(|e| {
+            anyhow!(
+                "{where_}: listener {:?}: bind = {:?} is not an address:port ({e})",
+                l.name,
+                l.bind
+            )
+        })?;
+        if l.tls.cert_file.is_some() != l.tls.key_file.is_some() {
+            bail!("{where_}: listener {:?}: set both tls.cert_file and tls.key_file, or neither (a self-signed certificate is then generated)", l.name);
+        }
+        if l.tls.mode == ListenerTlsMode::Disabled
+            && l.client_auth == portcullis_core::config::ClientAuth::Password
+        {
+            bail!("{where_}: listener {:?}: client_auth = \"password\" sends the key in cleartext and needs TLS; enable tls or use \"scram-sha-256\"", l.name);
+        }
+    }
+    if config.connections.is_empty() {
+        bail!("{where_}: no [[connections]]: agents would have nothing to reach");
+    }
+    let mut names = HashSet::new();
+    let mut passwords = std::collections::HashMap::new();
+    for c in &config.connections {
+        if !names.insert(&c.name) {
+            bail!("{where_}: connection name {:?} is used twice", c.name);
+        }
+        if c.password_env.is_some() && c.password_file.is_some() {
+            bail!(
+                "{where_}: connection {:?}: set password_env or password_file, not both",
+                c.name
+            );
+        }
+        if c.tls == UpstreamTls::VerifyFull && c.ca_file.is_none() {
+            bail!(
+                "{where_}: connection {:?}: tls = \"verify-full\" needs ca_file",
+                c.name
+            );
+        }
+        let password = if let Some(var) = &c.password_env {
+            Some(std::env::var(var).map_err(|_| {
+                anyhow!("{where_}: connection {:?}: password_env = {var:?} but that environment variable is not set", c.name)
+            })?)
+        } else if let Some(file) = &c.password_file {
+            let file = resolve(&base, file);
+            let text = std::fs::read_to_string(&file).with_context(|| {
+                format!(
+                    "{where_}: connection {:?}: cannot read password_file {}",
+                    c.name,
+                    file.display()
+                )
+            })?;
+            Some(text.trim_end_matches(['\n', '\r']).to_string())
+        } else {
+            None
+        };
+        passwords.insert(c.name.clone(), password);
+    }
+    portcullis_identity::AgentRegistry::new(
+        config
+            .agents
+            .iter()
+            .map(|a| (a.name.as_str(), a.key_hash.as_str())),
+    )
+    .map_err(|e| anyhow!("{where_}: {e}"))?;
+    Ok(Loaded {
+        config,
+        path: path.to_path_buf(),
+        data_dir,
+        ledger_path,
+        passwords,
+    })
+}
+
+pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let l = load(path)?;
+    println!(
+        "{}: OK — {} listener(s), {} connection(s), {} agent(s); ledger at {}",
+        l.path.display(),
+        l.config.listeners.len(),
+        l.config.connections.len(),
+        l.config.agents.len(),
+        l.ledger_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("portcullis.toml");
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
+
+    #[test]
+    fn committed_schema_matches_the_types() {
+        let committed = include_str!("../../../docs/config.schema.json");
+        assert_eq!(
+            committed.trim(),
+            schema_json().trim(),
+            "docs/config.schema.json is stale: run `portcullis config schema > docs/config.schema.json`"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_file_and_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = write(
+            dir.path(),
+            "[gateway]\ndata_dir = \"x\"\n\n[[listeners]\nname = 1\n",
+        );
+        let Err(err) = load(&p).map(|_| ()) else {
+            panic!("must fail")
+        };
+        let err = err.to_string();
+        assert!(err.contains("portcullis.toml:4"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = write(dir.path(), "[store]\ndurabilty = \"strict\"\n");
+        let Err(err) = load(&p).map(|_| ()) else {
+            panic!("must fail")
+        };
+        let err = err.to_string();
+        assert!(err.contains("durabilty"), "{err}");
+        assert!(err.contains(":2"), "{err}");
+    }
+
+    #[test]
+    fn missing_password_env_is_explained() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = write(
+            dir.path(),
+            r#"
+[[listeners]]
+name = "pg"
+protocol = "postgres"
+bind = "127.0.0.1:0"
+[[connections]]
+name = "db"
+type = "postgres"
+host = "127.0.0.1"
+database = "x"
+user = "x"
+password_env = "PORTCULLIS_TEST_SURELY_UNSET"
+"#,
+        );
+        let Err(err) = load(&p).map(|_| ()) else {
+            panic!("must fail")
+        };
+        let err = err.to_string();
+        assert!(err.contains("PORTCULLIS_TEST_SURELY_UNSET"), "{err}");
+        assert!(err.contains("\"db\""), "{err}");
+    }
+
+    #[test]
+    fn bad_agent_hash_names_the_agent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = write(
+            dir.path(),
+            r#"
+[[listeners]]
+name = "pg"
+protocol = "postgres"
+bind = "127.0.0.1:0"
+[[connections]]
+name = "db"
+type = "postgres"
+host = "127.0.0.1"
+database = "x"
+user = "x"
+[[agents]]
+name = "bot"
+key_hash = "plaintext-key"
+"#,
+        );
+        let Err(err) = load(&p).map(|_| ()) else {
+            panic!("must fail")
+        };
+        let err = err.to_string();
+        assert!(err.contains("bot"), "{err}");
+    }
+}

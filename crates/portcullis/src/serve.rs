@@ -1,0 +1,157 @@
+//! `portcullis serve`: open the ledger, bind the listeners, run until Ctrl-C or SIGTERM.
+
+use crate::config::{self, Loaded};
+use anyhow::{anyhow, Context};
+use portcullis_core::config::Protocol;
+use portcullis_identity::AgentRegistry;
+use portcullis_ledger::{Ledger, LedgerOptions};
+use portcullis_proto_postgres::{tls::upstream_connector, ListenerSettings, PgGateway, Target};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    crate::init_tracing();
+    let loaded = config::load(path)?;
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let running = start(&loaded).await?;
+        for (name, addr) in &running.addrs {
+            tracing::info!("listener {name:?} accepting PostgreSQL clients on {addr}");
+        }
+        tracing::info!("ledger: {}", loaded.ledger_path.display());
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.stop().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// A started gateway.
+pub struct Running {
+    pub addrs: Vec<(String, SocketAddr)>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    ledger: Ledger,
+}
+
+impl Running {
+    /// Ends every session, drains the ledger, syncs it.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+        let ledger = self.ledger.clone();
+        let _ = tokio::task::spawn_blocking(move || ledger.close()).await;
+    }
+}
+
+pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
+    let cfg = &loaded.config;
+    std::fs::create_dir_all(&loaded.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            loaded.data_dir.display()
+        )
+    })?;
+    let ledger = Ledger::open(LedgerOptions {
+        path: loaded.ledger_path.clone(),
+        durability: cfg.store.durability,
+        sync_interval: Duration::from_millis(cfg.store.sync_interval_ms.max(1)),
+    })
+    .map_err(|e| anyhow!("{e}"))?;
+    let agents = Arc::new(
+        AgentRegistry::new(
+            cfg.agents
+                .iter()
+                .map(|a| (a.name.as_str(), a.key_hash.as_str())),
+        )
+        .map_err(|e| anyhow!("{e}"))?,
+    );
+    let mut targets = HashMap::new();
+    for c in &cfg.connections {
+        let tls = upstream_connector(c.tls, c.ca_file.as_deref())
+            .map_err(|e| anyhow!("connection {:?}: {e}", c.name))?;
+        targets.insert(
+            c.name.clone(),
+            Arc::new(Target {
+                name: c.name.clone(),
+                host: c.host.clone(),
+                port: c.port,
+                database: c.database.clone(),
+                user: c.user.clone(),
+                password: loaded.passwords.get(&c.name).cloned().flatten(),
+                tls_mode: c.tls,
+                tls,
+                connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+            }),
+        );
+    }
+    let (shutdown, rx) = watch::channel(false);
+    let cancels = portcullis_proto_postgres::cancel::CancelRegistry::default();
+    let mut tasks = Vec::new();
+    let mut addrs = Vec::new();
+    for l in &cfg.listeners {
+        match l.protocol {
+            Protocol::Postgres => {}
+        }
+        let tls = match l.tls.mode {
+            portcullis_core::config::ListenerTlsMode::Disabled => None,
+            _ => Some(crate::tls::acceptor(&l.tls, &loaded.data_dir)?),
+        };
+        let listener = tokio::net::TcpListener::bind(&l.bind)
+            .await
+            .with_context(|| format!("listener {:?}: cannot bind {}", l.name, l.bind))?;
+        addrs.push((l.name.clone(), listener.local_addr()?));
+        let gw = Arc::new(PgGateway {
+            settings: ListenerSettings {
+                name: l.name.clone(),
+                tls_mode: l.tls.mode,
+                tls,
+                client_auth: l.client_auth,
+                max_message_bytes: l.max_message_bytes,
+                startup_timeout: Duration::from_millis(l.startup_timeout_ms),
+            },
+            ledger: ledger.clone(),
+            agents: agents.clone(),
+            targets: targets.clone(),
+            cancels: cancels.clone(),
+        });
+        tasks.push(tokio::spawn(gw.serve(listener, rx.clone())));
+    }
+    Ok(Running {
+        addrs,
+        shutdown,
+        tasks,
+        ledger,
+    })
+}
+
+pub async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}

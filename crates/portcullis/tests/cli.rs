@@ -1,0 +1,217 @@
+//! The commands people type: `demo`, `audit verify` against a tampered ledger, `agent create`,
+//! `check`.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn verify_with_python(ledger: &std::path::Path) -> std::process::Output {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/tools/verify_ledger.py");
+    Command::new(python())
+        .arg(script)
+        .arg(ledger)
+        .output()
+        .expect("run verify_ledger.py")
+}
+
+#[test]
+fn audit_verify_names_the_first_tampered_event() {
+    let cluster = target(&[]);
+    let mut gw = Gateway::start(&cluster, GatewayOptions::default());
+    for i in 0..5 {
+        ok(gw.psql(&["-c", &format!("SELECT {i} AS n")]));
+    }
+    gw.stop();
+    let ledger = gw.ledger_path();
+    let pristine = std::fs::read(&ledger).expect("read ledger");
+    let clean = ok(gw.cli(&["audit", "verify"]));
+    assert!(clean.contains("ledger OK"), "{clean}");
+    let independent = ok(verify_with_python(&ledger));
+    assert!(independent.starts_with("OK "), "{independent}");
+    let total = gw.events().len();
+    assert!(total >= 20, "{total} events");
+
+    let tamper = |sql: &str| {
+        std::fs::write(&ledger, &pristine).expect("restore");
+        let db = rusqlite::Connection::open(&ledger).expect("open");
+        db.execute_batch(sql).expect("tamper");
+    };
+    let expect_broken = |seq: u64, what: &str| {
+        let o = gw.cli(&["audit", "verify"]);
+        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        let text = stdout(&o);
+        assert!(
+            text.contains(&format!("FAILED at event #{seq}: {what}")),
+            "{text}"
+        );
+        let py = stdout(&verify_with_python(&ledger));
+        assert!(py.starts_with(&format!("BROKEN at seq {seq}")), "{py}");
+    };
+
+    tamper("UPDATE events SET data = replace(data, 'SELECT 2', 'SELECT 9') WHERE kind = 'statement' AND data LIKE '%SELECT 2 AS n%'");
+    let seq2 = {
+        let db = rusqlite::Connection::open(&ledger).expect("open");
+        db.query_row(
+            "SELECT seq FROM events WHERE data LIKE '%SELECT 9 AS n%'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .expect("row") as u64
+    };
+    expect_broken(seq2, "altered");
+
+    tamper("DELETE FROM events WHERE seq = 7");
+    expect_broken(7, "missing");
+
+    // Swap two events' contents, keeping their positions: the first one no longer matches.
+    tamper(
+        "UPDATE events SET seq = -1 WHERE seq = 9; UPDATE events SET seq = 9 WHERE seq = 10; UPDATE events SET seq = 10 WHERE seq = -1;",
+    );
+    let o = gw.cli(&["audit", "verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("FAILED at event #9"), "{}", stdout(&o));
+
+    std::fs::write(&ledger, &pristine).expect("restore");
+    assert!(ok(gw.cli(&["audit", "verify"])).contains(&format!("{total} events verified")));
+}
+
+#[test]
+fn demo_runs_and_serves_the_sample_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(exe())
+        .args(["demo", "--port", "0", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut url = None;
+    let mut tail_cmd = None;
+    while url.is_none() || tail_cmd.is_none() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("demo prints its connection line within 2 minutes");
+        let line = line.trim().to_string();
+        if let Some(rest) = line.strip_prefix("psql \"") {
+            url = Some(rest.trim_end_matches('"').to_string());
+        }
+        if line.contains("audit tail --config") {
+            tail_cmd = Some(line);
+        }
+    }
+    let url = url.expect("url");
+    assert!(url.starts_with("postgresql://demo-agent:pcs_"), "{url}");
+    let o = Command::new(bins().path("psql"))
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            &url,
+            "-c",
+            "SELECT count(*) FROM customers",
+        ])
+        .output()
+        .expect("psql");
+    assert_eq!(common::stdout(&o).trim(), "200", "{}", common::stderr(&o));
+    let o = Command::new(bins().path("psql"))
+        .args(["-X", "-A", "-t", &url, "-c", "SELECT count(*) FROM orders"])
+        .output()
+        .expect("psql");
+    assert_eq!(common::stdout(&o).trim(), "600");
+
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let config = dir.path().join("portcullis.toml");
+    let o = Command::new(exe())
+        .args(["audit", "verify", "--config"])
+        .arg(&config)
+        .output()
+        .expect("verify");
+    assert!(
+        common::stdout(&o).contains("ledger OK"),
+        "{}",
+        common::stdout(&o)
+    );
+    let o = Command::new(exe())
+        .args(["audit", "tail", "-n", "100", "--config"])
+        .arg(&config)
+        .output()
+        .expect("tail");
+    assert!(
+        common::stdout(&o).contains("demo-agent@shop: SELECT count(*) FROM customers"),
+        "{}",
+        common::stdout(&o)
+    );
+}
+
+#[test]
+fn agent_create_prints_a_key_that_matches_its_hash() {
+    let o = Command::new(exe())
+        .args(["agent", "create", "bot-1"])
+        .output()
+        .expect("run");
+    let key = common::stdout(&o).trim().to_string();
+    assert!(key.starts_with("pcs_") && key.len() > 40, "{key}");
+    let err = common::stderr(&o);
+    let hash = err
+        .lines()
+        .find_map(|l| l.strip_prefix("key_hash = \""))
+        .map(|l| l.trim_end_matches('"').to_string())
+        .expect("key_hash line");
+    let v = portcullis_identity::ScramVerifier::parse(&hash).expect("parses");
+    assert!(v.verify_password(&key));
+    assert!(!v.verify_password("pcs_other"));
+}
+
+#[test]
+fn check_reports_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("bad.toml");
+    std::fs::write(
+        &p,
+        "[[listeners]]\nname = \"pg\"\nprotocol = \"postgres\"\nbind = \"nowhere\"\n",
+    )
+    .expect("write");
+    let o = Command::new(exe())
+        .args(["check", "--config"])
+        .arg(&p)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    let err = common::stderr(&o);
+    assert!(err.contains("bad.toml") && err.contains("nowhere"), "{err}");
+    std::fs::write(
+        &p,
+        "[[listeners]]\nname = \"pg\"\nprotocol = \"mongodb\"\nbind = \"127.0.0.1:1\"\n",
+    )
+    .expect("write");
+    let o = Command::new(exe())
+        .args(["check", "--config"])
+        .arg(&p)
+        .output()
+        .expect("run");
+    let err = common::stderr(&o);
+    assert!(err.contains("bad.toml:3"), "{err}");
+}

@@ -1,0 +1,656 @@
+//! End to end: real PostgreSQL, the real `portcullis serve`, real clients (psql, pgbench,
+//! psycopg 3, asyncpg, tokio-postgres). Every statement must be in the ledger with who ran
+//! it, and the chain must verify.
+
+mod common;
+
+use common::*;
+use portcullis_core::{EventData, Outcome};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn results_by_statement(gw: &Gateway) -> HashMap<u64, EventData> {
+    gw.events_of("result")
+        .into_iter()
+        .filter_map(|e| match e.parse().expect("parse result") {
+            r @ EventData::Result { statement_seq, .. } => Some((statement_seq, r)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn statement_text(e: &EventData) -> &str {
+    match e {
+        EventData::Statement { text, .. } => text,
+        _ => "",
+    }
+}
+
+#[test]
+fn psql_statements_are_recorded_with_identity_and_outcome() {
+    let cluster = target(&[]);
+    let gw = Gateway::start(&cluster, GatewayOptions::default());
+    let out = ok(gw.psql(&[
+        "-c",
+        "CREATE TABLE t (id int, name text)",
+        "-c",
+        "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+        "-c",
+        "SELECT name FROM t ORDER BY id",
+    ]));
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["a", "b"]);
+
+    let stmts = gw.statements();
+    let texts: Vec<&str> = stmts.iter().map(|(_, e)| statement_text(e)).collect();
+    assert_eq!(
+        texts,
+        [
+            "CREATE TABLE t (id int, name text)",
+            "INSERT INTO t VALUES (1, 'a'), (2, 'b')",
+            "SELECT name FROM t ORDER BY id"
+        ]
+    );
+    for (_, e) in &stmts {
+        let EventData::Statement {
+            principal,
+            connection,
+            protocol,
+            mode,
+            client_addr,
+            verdict,
+            ..
+        } = e
+        else {
+            unreachable!()
+        };
+        assert_eq!(principal.agent, "test-agent");
+        assert_eq!(principal.auth_method, "scram-sha-256");
+        assert_eq!(connection, DB);
+        assert_eq!(protocol, "postgres");
+        assert_eq!(mode, "simple");
+        assert_eq!(verdict, "allow");
+        assert!(client_addr.starts_with("127.0.0.1:"), "{client_addr}");
+    }
+    gw.wait_for("session_close", 1);
+    let results = results_by_statement(&gw);
+    let insert = &results[&stmts[1].0];
+    let select = &results[&stmts[2].0];
+    match (insert, select) {
+        (
+            EventData::Result {
+                outcome: o1,
+                rows: r1,
+                tags: t1,
+                ..
+            },
+            EventData::Result {
+                outcome: o2,
+                rows: r2,
+                tags: t2,
+                ..
+            },
+        ) => {
+            assert_eq!(
+                (*o1, *r1, t1.as_slice()),
+                (Outcome::Ok, 2, &["INSERT 0 2".to_string()][..])
+            );
+            assert_eq!(
+                (*o2, *r2, t2.as_slice()),
+                (Outcome::Ok, 2, &["SELECT 2".to_string()][..])
+            );
+        }
+        _ => unreachable!(),
+    }
+    for (seq, _) in &stmts {
+        let result_seq = gw
+            .events_of("result")
+            .into_iter()
+            .find(|e| matches!(e.parse(), Ok(EventData::Result { statement_seq, .. }) if statement_seq == *seq))
+            .map(|e| e.seq)
+            .expect("result event");
+        assert!(result_seq > *seq, "a result is written after its statement");
+    }
+    let kinds: Vec<String> = gw.events().into_iter().map(|e| e.kind).collect();
+    assert_eq!(kinds.first().map(String::as_str), Some("auth_success"));
+    assert_eq!(kinds.get(1).map(String::as_str), Some("session_open"));
+    assert_eq!(kinds.last().map(String::as_str), Some("session_close"));
+
+    let verify = ok(gw.cli(&["audit", "verify"]));
+    assert!(verify.contains("ledger OK"), "{verify}");
+    let tail = ok(gw.cli(&["audit", "tail", "-n", "50"]));
+    assert!(
+        tail.contains("test-agent@app: SELECT name FROM t ORDER BY id"),
+        "{tail}"
+    );
+    assert!(tail.contains("ok SELECT 2 rows=2"), "{tail}");
+    let json = ok(gw.cli(&["audit", "tail", "-n", "1", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(json.trim()).expect("json line");
+    assert_eq!(v["kind"], "session_close");
+}
+
+#[test]
+fn wrong_key_unknown_agent_and_bad_connection_are_refused() {
+    let cluster = target(&[("log_connections", "on")]);
+    let gw = Gateway::start(&cluster, GatewayOptions::default());
+
+    let wrong = gw.psql_as(
+        "test-agent",
+        "pcs_not-the-key",
+        DB,
+        "disable",
+        &["-c", "SELECT 1"],
+    );
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("password authentication failed for agent \"test-agent\""),
+        "{}",
+        stderr(&wrong)
+    );
+    let unknown = gw.psql_as("nobody", "whatever", DB, "disable", &["-c", "SELECT 1"]);
+    assert!(
+        stderr(&unknown).contains("password authentication failed for agent \"nobody\""),
+        "{}",
+        stderr(&unknown)
+    );
+
+    let failures: Vec<EventData> = gw
+        .wait_for("auth_failure", 2)
+        .iter()
+        .map(|e| e.parse().expect("parse"))
+        .collect();
+    assert_eq!(failures.len(), 2);
+    for f in &failures {
+        let EventData::AuthFailure {
+            sqlstate, reason, ..
+        } = f
+        else {
+            unreachable!()
+        };
+        assert_eq!(sqlstate, "28P01");
+        assert!(reason.contains("authentication failed"), "{reason}");
+    }
+    let log = std::fs::read_to_string(cluster.log_file()).expect("target log");
+    assert!(
+        !log.contains("database=app"),
+        "a refused agent must not cause an upstream login:\n{log}"
+    );
+
+    let nope = gw.psql_as(
+        "test-agent",
+        &gw.agent.key,
+        "nope",
+        "disable",
+        &["-c", "SELECT 1"],
+    );
+    assert!(
+        stderr(&nope).contains("connection \"nope\" does not exist"),
+        "{}",
+        stderr(&nope)
+    );
+
+    let started = Instant::now();
+    let dead = gw.psql_as(
+        "test-agent",
+        &gw.agent.key,
+        "unreachable",
+        "disable",
+        &["-c", "SELECT 1"],
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "unreachable target must fail fast, not hang"
+    );
+    assert!(
+        stderr(&dead).contains("connection \"unreachable\": cannot reach the target"),
+        "{}",
+        stderr(&dead)
+    );
+
+    let connect_failures: Vec<String> = gw
+        .wait_for("connect_failure", 2)
+        .iter()
+        .map(|e| match e.parse().expect("parse") {
+            EventData::ConnectFailure { sqlstate, .. } => sqlstate,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(connect_failures, ["3D000", "08001"]);
+    assert_eq!(
+        ok(gw.psql(&["-c", "SELECT 'still serving'"])).trim(),
+        "still serving"
+    );
+}
+
+#[test]
+fn malformed_and_oversized_messages_close_only_that_connection() {
+    let cluster = target(&[]);
+    let gw = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            extra_listener: "max_message_bytes = 4096",
+            ..Default::default()
+        },
+    );
+    // A startup packet claiming 1 GiB.
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
+    s.write_all(&0x4000_0000i32.to_be_bytes()).expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    assert_eq!(answer.first(), Some(&b'E'), "an ErrorResponse, then close");
+    assert!(String::from_utf8_lossy(&answer).contains("08P01"));
+    // Garbage protocol version.
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
+    s.write_all(&[0, 0, 0, 8, 0x12, 0x34, 0x56, 0x78])
+        .expect("write");
+    let mut answer = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = s.read_to_end(&mut answer);
+    assert!(String::from_utf8_lossy(&answer).contains("unsupported frontend protocol"));
+
+    // After authentication: a query larger than max_message_bytes.
+    let big = format!("SELECT '{}'", "x".repeat(5000));
+    let o = gw.psql(&["-c", &big]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("the limit is 4096 bytes"),
+        "{}",
+        stderr(&o)
+    );
+
+    let errors = gw.wait_for("protocol_error", 3);
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert_eq!(ok(gw.psql(&["-c", "SELECT 40 + 2"])).trim(), "42");
+    assert!(ok(gw.cli(&["audit", "verify"])).contains("ledger OK"));
+}
+
+#[test]
+fn ledger_failure_refuses_statements_and_recovers() {
+    let cluster = target(&[]);
+    let gw = Gateway::start(&cluster, GatewayOptions::default());
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::Config::new()
+            .host("127.0.0.1")
+            .port(gw.port)
+            .user(&gw.agent.name)
+            .password(&gw.agent.key)
+            .dbname(DB)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect through the gateway");
+        tokio::spawn(conn);
+        assert_eq!(client.query_one("SELECT 1::int", &[]).await.expect("q").get::<_, i32>(0), 1);
+
+        // Break the store: every insert into the ledger now fails.
+        let db = rusqlite::Connection::open(gw.ledger_path()).expect("open ledger");
+        db.busy_timeout(Duration::from_secs(5)).expect("busy");
+        db.execute_batch("CREATE TRIGGER broken BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END;")
+            .expect("install trigger");
+
+        let simple = client.simple_query("CREATE TABLE must_not_exist (id int)").await;
+        let Err(err) = simple else { panic!("must be refused") };
+        let db_err = err.as_db_error().expect("db error");
+        assert_eq!(db_err.code().code(), "58030");
+        assert!(db_err.message().contains("fail closed"), "{}", db_err.message());
+        let extended = client.execute("CREATE TABLE must_not_exist_either (id int)", &[]).await;
+        assert_eq!(extended.err().and_then(|e| e.as_db_error().map(|d| d.code().code().to_string())).as_deref(), Some("58030"));
+
+        db.execute_batch("DROP TRIGGER broken").expect("drop trigger");
+        // The same session works again.
+        assert_eq!(client.query_one("SELECT 2::int", &[]).await.expect("q").get::<_, i32>(0), 2);
+    });
+    let exists = ok(psql_direct(
+        &cluster,
+        &[
+            "-c",
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'must_not_exist%'",
+        ],
+    ));
+    assert_eq!(
+        exists.trim(),
+        "0",
+        "refused statements must not reach the target"
+    );
+    assert!(ok(gw.cli(&["audit", "verify"])).contains("ledger OK"));
+}
+
+fn pgbench(gw: &Gateway, args: &[&str]) -> String {
+    let o = std::process::Command::new(bins().path("pgbench"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &gw.port.to_string(),
+            "-U",
+            &gw.agent.name,
+        ])
+        .args(args)
+        .arg(DB)
+        .env("PGPASSWORD", &gw.agent.key)
+        .env("PGSSLMODE", "disable")
+        .output()
+        .expect("run pgbench");
+    let mut text = stdout(&o);
+    text.push_str(&stderr(&o));
+    assert!(o.status.success(), "pgbench {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn pgbench_in_every_protocol_is_recorded_statement_by_statement() {
+    let cluster = target(&[]);
+    let gw = Gateway::start(&cluster, GatewayOptions::default());
+    pgbench(&gw, &["-i", "-s", "1", "-q"]);
+    let accounts = ok(psql_direct(
+        &cluster,
+        &["-c", "SELECT count(*) FROM pgbench_accounts"],
+    ));
+    assert_eq!(accounts.trim(), "100000", "pgbench -i loads through COPY");
+    let copy = gw
+        .statements()
+        .into_iter()
+        .find(|(_, e)| statement_text(e).starts_with("copy pgbench_accounts"))
+        .expect("COPY recorded");
+    gw.wait_for("result", 1);
+    let results = results_by_statement(&gw);
+    assert!(
+        matches!(&results[&copy.0], EventData::Result { rows: 100000, .. }),
+        "{:?}",
+        results.get(&copy.0)
+    );
+
+    for protocol in ["simple", "extended", "prepared"] {
+        let before = gw.statements().len();
+        let out = pgbench(
+            &gw,
+            &[
+                "-S",
+                "-c",
+                "4",
+                "-j",
+                "2",
+                "-t",
+                "50",
+                "--protocol",
+                protocol,
+            ],
+        );
+        assert!(
+            out.contains("number of transactions actually processed: 200/200"),
+            "{out}"
+        );
+        let new: Vec<(u64, EventData)> = gw.statements().into_iter().skip(before).collect();
+        let selects: Vec<&(u64, EventData)> = new
+            .iter()
+            .filter(|(_, e)| statement_text(e).contains("FROM pgbench_accounts WHERE aid ="))
+            .collect();
+        assert_eq!(
+            selects.len(),
+            200,
+            "protocol {protocol}: one event per executed statement"
+        );
+        if protocol != "simple" {
+            let EventData::Statement { params, mode, .. } = &selects[0].1 else {
+                unreachable!()
+            };
+            assert_eq!(mode, "extended");
+            assert_eq!(params.len(), 1, "the bound :aid is recorded");
+            let aid: i64 = params[0]
+                .value
+                .as_deref()
+                .unwrap_or("")
+                .parse()
+                .expect("numeric aid");
+            assert!((1..=100000).contains(&aid));
+        }
+    }
+    assert!(ok(gw.cli(&["audit", "verify"])).contains("ledger OK"));
+}
+
+#[test]
+fn copy_round_trip_through_the_gateway() {
+    let cluster = target(&[]);
+    let gw = Gateway::start(&cluster, GatewayOptions::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("in.csv");
+    let dst = dir.path().join("out.csv");
+    let mut data = String::new();
+    for i in 0..20000 {
+        data.push_str(&format!("{i},name {i},\"quoted, \"\"text\"\" {i}\"\n"));
+    }
+    std::fs::write(&src, &data).expect("write csv");
+    ok(gw.psql(&["-c", "CREATE TABLE c (id int, name text, note text)"]));
+    ok(gw.psql(&[
+        "-c",
+        &format!("\\copy c FROM '{}' WITH (FORMAT csv)", src.display()),
+    ]));
+    ok(gw.psql(&[
+        "-c",
+        &format!(
+            "\\copy (SELECT * FROM c ORDER BY id) TO '{}' WITH (FORMAT csv)",
+            dst.display()
+        ),
+    ]));
+    assert_eq!(std::fs::read_to_string(&dst).expect("read"), data);
+    gw.wait_for("session_close", 3);
+    let tags: Vec<String> = results_by_statement(&gw)
+        .values()
+        .filter_map(|r| match r {
+            EventData::Result { tags, .. } => tags.first().cloned(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        tags.iter().filter(|t| *t == "COPY 20000").count(),
+        2,
+        "{tags:?}"
+    );
+}
+
+#[test]
+fn same_results_direct_and_through_the_gateway() {
+    let cluster = target(&[]);
+    let gw = Gateway::start(&cluster, GatewayOptions::default());
+    let setup = "CREATE TABLE d (id serial primary key, n numeric, t timestamptz, j jsonb, a int[], b bytea, u text, nothing text);
+                 INSERT INTO d (n, t, j, a, b, u) SELECT g * 1.25, '2025-01-01 00:00:00+00'::timestamptz + g * interval '1 hour',
+                   jsonb_build_object('g', g, 'nested', jsonb_build_array(g, 'x')), ARRAY[g, g+1], decode(md5(g::text), 'hex'),
+                   'ünïcødé ✓ ' || g FROM generate_series(1, 3000) g;";
+    ok(psql_direct(&cluster, &["-c", setup]));
+    let queries = [
+        "SELECT * FROM d ORDER BY id",
+        "SELECT count(*), sum(n), min(t), max(j->>'g') FROM d",
+        "SELECT g, repeat('w', g) FROM generate_series(1, 200) g",
+        "BEGIN; UPDATE d SET u = 'changed' WHERE id < 10; SELECT count(*) FROM d WHERE u = 'changed'; ROLLBACK",
+        "SELECT NULL::int, ''::text, 'tab\there', E'new\\nline'",
+        "SHOW server_version_num",
+        "SELECT current_user, current_database()",
+    ];
+    for q in queries {
+        let direct = ok(psql_direct(&cluster, &["-c", q]));
+        let via = ok(gw.psql(&["-c", q]));
+        assert_eq!(direct, via, "differs for {q}");
+    }
+    // Errors: same SQLSTATE and message.
+    let q = "SELECT 1/0";
+    let direct = psql_direct(&cluster, &["-v", "VERBOSITY=verbose", "-c", q]);
+    let via = gw.psql(&["-v", "VERBOSITY=verbose", "-c", q]);
+    let first = |o: &std::process::Output| stderr(o).lines().next().unwrap_or_default().to_string();
+    assert_eq!(first(&direct), first(&via));
+    assert!(first(&via).contains("22012"), "{}", first(&via));
+}
+
+#[test]
+fn tls_on_the_client_leg_and_cleartext_only_over_tls() {
+    let cluster = target(&[]);
+    let gw = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            tls_mode: "required",
+            extra_listener: "client_auth = \"password\"",
+            ..Default::default()
+        },
+    );
+    let plain = gw.psql_as(
+        &gw.agent.name,
+        &gw.agent.key,
+        DB,
+        "disable",
+        &["-c", "SELECT 1"],
+    );
+    assert!(!plain.status.success());
+    assert!(
+        stderr(&plain).contains("accepts only TLS"),
+        "{}",
+        stderr(&plain)
+    );
+    let tls = ok(gw.psql_as(
+        &gw.agent.name,
+        &gw.agent.key,
+        DB,
+        "require",
+        &["-c", "SELECT 'over tls'"],
+    ));
+    assert_eq!(tls.trim(), "over tls");
+    let opened: Vec<EventData> = gw
+        .wait_for("session_open", 1)
+        .iter()
+        .map(|e| e.parse().expect("parse"))
+        .collect();
+    let EventData::SessionOpen { tls, principal, .. } = &opened[0] else {
+        unreachable!()
+    };
+    assert!(*tls);
+    assert_eq!(principal.auth_method, "password");
+    assert!(
+        gw.dir.path().join("data/tls/server.crt").exists(),
+        "self-signed certificate kept"
+    );
+}
+
+#[test]
+fn psycopg3_through_the_gateway() {
+    let cluster = target(&[]);
+    let gw = Gateway::start(&cluster, GatewayOptions::default());
+    let o = python_client("psycopg-basic", &gw.url(DB), &[]);
+    let out = ok(o);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["count"], 15);
+    assert_eq!(v["sum"], "292.5");
+    assert_eq!(
+        v["names"],
+        serde_json::json!(["item-1", "item-2", "item-3"])
+    );
+    assert_eq!(v["error_sqlstate"], "42P01");
+    assert_eq!(v["after_error"], "still ok");
+    assert_eq!(v["copy_rows"], 20);
+    assert_eq!(v["pipeline"], "ok");
+    let inserts: Vec<EventData> = gw
+        .statements()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| statement_text(e).starts_with("INSERT INTO py_items"))
+        .collect();
+    assert_eq!(inserts.len(), 20);
+    let recorded: Vec<Option<String>> = inserts
+        .iter()
+        .map(|e| match e {
+            EventData::Statement { params, .. } => params.get(1).and_then(|p| p.value.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(recorded.contains(&Some("item-7".into())), "{recorded:?}");
+}
+
+#[test]
+fn asyncpg_through_the_gateway_with_binary_parameters_and_cancel() {
+    let cluster = target(&[]);
+    let gw = Gateway::start(&cluster, GatewayOptions::default());
+    let out = ok(python_client("asyncpg-basic", &gw.url(DB), &[]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(
+        v["rows"],
+        serde_json::json!([[1, "v1", 0.25], [2, "v2", 0.5], [3, "v3", 0.75]])
+    );
+    assert_eq!(v["prepared"], serde_json::json!(["v4", "v5"]));
+    assert_eq!(v["changed"], "changed");
+    assert_eq!(v["timeout"], "cancelled");
+    assert_eq!(v["after_timeout"], 7);
+    assert_eq!(v["copied"], "copied");
+    // asyncpg binds in binary; the gateway learns the types from ParameterDescription.
+    let insert = gw
+        .statements()
+        .into_iter()
+        .map(|(_, e)| e)
+        .find(|e| statement_text(e).starts_with("INSERT INTO apg VALUES"))
+        .expect("insert recorded");
+    let EventData::Statement { params, .. } = insert else {
+        unreachable!()
+    };
+    assert_eq!(params[0].format, "binary");
+    assert_eq!(params[0].type_name.as_deref(), Some("int8"));
+    assert_eq!(params[0].value.as_deref(), Some("1"));
+    assert_eq!(params[1].value.as_deref(), Some("v1"));
+    assert_eq!(params[4].type_name.as_deref(), Some("uuid"));
+    assert_eq!(
+        params[4].value.as_deref(),
+        Some("00000000-0000-0000-0000-000000000001")
+    );
+    let cancels: Vec<EventData> = gw
+        .wait_for("cancel", 1)
+        .iter()
+        .map(|e| e.parse().expect("parse"))
+        .collect();
+    assert!(
+        matches!(cancels[0], EventData::Cancel { matched: true, .. }),
+        "{cancels:?}"
+    );
+}
+
+#[test]
+fn cancel_request_stops_pg_sleep() {
+    let cluster = target(&[]);
+    let gw = Gateway::start(&cluster, GatewayOptions::default());
+    let out = ok(python_client("psycopg-cancel", &gw.url(DB), &[]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["cancelled"], true, "{v}");
+    assert_eq!(v["sqlstate"], "57014");
+    assert!(v["seconds"].as_f64().unwrap_or(99.0) < 10.0, "{v}");
+    assert_eq!(v["after"], 42);
+    let sleep_seq = gw
+        .statements()
+        .into_iter()
+        .find(|(_, e)| statement_text(e).contains("pg_sleep(30)"))
+        .map(|(s, _)| s)
+        .expect("pg_sleep recorded");
+    gw.wait_for("session_close", 1);
+    match &results_by_statement(&gw)[&sleep_seq] {
+        EventData::Result {
+            outcome, sqlstate, ..
+        } => {
+            assert_eq!(*outcome, Outcome::Error);
+            assert_eq!(sqlstate.as_deref(), Some("57014"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn notifications_arrive_asynchronously() {
+    let cluster = target(&[]);
+    let gw = Gateway::start(&cluster, GatewayOptions::default());
+    let direct = format!(
+        "postgresql://postgres:{TARGET_PASSWORD}@127.0.0.1:{}/{DB}",
+        cluster.port()
+    );
+    let out = ok(python_client("psycopg-notify", &gw.url(DB), &[&direct]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(
+        v["notifications"],
+        serde_json::json!([{"channel": "portcullis_test", "payload": "hello through the gateway"}])
+    );
+}
