@@ -58,13 +58,13 @@ logfile = $WORK/pgbouncer.log
 pidfile = $WORK/pgbouncer.pid
 INI
 chown postgres: "$WORK/pgbouncer.ini" 2>/dev/null || true
-"${AS[@]}" pgbouncer -q "$WORK/pgbouncer.ini" & PIDS+=($!)
+"${AS[@]}" pgbouncer -q "$WORK/pgbouncer.ini" >/dev/null 2>&1 & PIDS+=($!)
 
 # portcullis: one agent, trust upstream.
 KEYOUT=$("$PORTCULLIS" agent create bench 2>&1)
 KEY=$(echo "$KEYOUT" | grep '^pcs_')
 HASH=$(echo "$KEYOUT" | sed -n 's/^key_hash = "\(.*\)"/\1/p')
-start_portcullis() { # $1 = durability
+start_portcullis() { # $1 = durability; sets GW_PORT
   local dir="$WORK/gw-$1" port; port=$(free_port); mkdir -p "$dir"
   cat > "$dir/portcullis.toml" <<TOML
 [gateway]
@@ -87,12 +87,12 @@ user = "postgres"
 name = "bench"
 key_hash = "$HASH"
 TOML
-  RUST_LOG=warn "$PORTCULLIS" serve --config "$dir/portcullis.toml" 2>"$dir/log" & PIDS+=($!)
+  RUST_LOG=warn "$PORTCULLIS" serve --config "$dir/portcullis.toml" >/dev/null 2>"$dir/log" & PIDS+=($!)
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-  echo "$port"
+  GW_PORT=$port
 }
-PORT_DEFAULT=$(start_portcullis default)
-PORT_STRICT=$(start_portcullis strict)
+start_portcullis default; PORT_DEFAULT=$GW_PORT
+start_portcullis strict; PORT_STRICT=$GW_PORT
 sleep 1
 
 run() { # target port user password clients protocol

@@ -9,7 +9,7 @@
 //!
 //! **Order and atomicity.** [`Ledger::append`] writes its events as consecutive sequence
 //! numbers in one transaction: all of them or none. Sequence numbers start at 1 and have no
-//! gaps; calls are ordered as they reach the writer thread.
+//! gaps; calls are ordered as they reach the queue.
 //!
 //! **Fail closed.** If a transaction fails (disk full, I/O error, a lock held too long), it is
 //! rolled back, the chain head does not move, and *every* submitter of that group commit gets
@@ -24,9 +24,9 @@
 //!   `synchronous=NORMAL` in WAL mode. When `append` resolves, the transaction's pages have
 //!   been `write()`n into `<ledger>-wal`, i.e. they are in the operating system's page cache.
 //!   A crashed or `SIGKILL`ed gateway therefore loses **nothing** it acknowledged: SQLite
-//!   recovers the committed transactions from the WAL on the next open. A separate syncer
-//!   thread `fsync`s the WAL (`File::sync_data`) at most `sync_interval` after the first commit
-//!   not yet synced (and not at all while idle). A **power loss or kernel crash** can lose
+//!   recovers the committed transactions from the WAL on the next open. A background thread
+//!   `fsync`s the WAL (`File::sync_data`) every `sync_interval` when there were commits since
+//!   the last sync (and not at all while idle). A **power loss or kernel crash** can lose
 //!   events acknowledged during the last `sync_interval` (plus the duration of one disk flush);
 //!   it cannot corrupt the chain, because SQLite checksums WAL frames and discards a torn tail,
 //!   and the chain's head simply ends earlier. Checkpoints (copying the WAL into the main file)
@@ -44,10 +44,12 @@
 //!
 //! # Design
 //!
-//! One dedicated thread owns the SQLite connection ([`writer`] explains why); appends are
-//! submitted over a channel and grouped: the writer blocks for the first submission, takes
-//! everything else queued, serialises and hashes the events, runs one transaction with a cached
-//! prepared `INSERT`, commits, then answers every waiter. Readers (`portcullis audit tail`,
+//! One SQLite connection, behind a mutex, does all writing ([`writer`] explains why). An
+//! append queues its events and tries to take that mutex: the caller that gets it leads a
+//! group commit of everything queued (serialise, hash, one transaction with a cached prepared
+//! `INSERT`, commit, answer every waiter); the others wait for its answer. Detached appends
+//! (result events) only queue, and ride along with the next group, or are committed by the
+//! background thread within `sync_interval`. Readers (`portcullis audit tail`,
 //! `portcullis audit verify`) open the file read-only, possibly from another process, and see
 //! consistent snapshots without slowing the writer.
 //!

@@ -1,28 +1,35 @@
-//! The append path: one writer thread, group commit, and (in `default` durability) a syncer.
+//! The append path: group commit by whichever caller gets there first, and a background thread
+//! that flushes detached events and (in `default` durability) syncs the WAL.
 //!
 //! ```text
-//!  tokio tasks ──append(Vec<NewEvent>)──►  channel  ──►  writer thread (owns the Connection)
-//!       ▲                                                 │ block for the first submission,
-//!       │                                                 │ drain what else is queued,
-//!       │                                                 │ serialise + hash, ONE transaction,
-//!       └──────────── oneshot: Ok(first seq) / Err ◄──────┘ COMMIT, answer every waiter
-//!                                                          │
-//!                                   syncer thread ◄── "there were commits" (default mode):
-//!                                   fsync <db>-wal at most every sync_interval
+//!  append(events) ── push onto the queue ──► try to take the writer lock
+//!     │                                        ├─ got it: be the leader — drain the queue
+//!     │                                        │  (everyone's submissions), serialise + hash,
+//!     │                                        │  ONE transaction, COMMIT, answer every
+//!     │                                        │  waiter; repeat while the queue is not empty
+//!     │                                        └─ busy: the current leader will take it
+//!     └── await the answer (already there when this caller led)
+//!
+//!  append_detached(events) ── push only: committed with the next leader's group, or by the
+//!                              background thread within `sync_interval`
+//!  background thread: every interval, lead if the queue holds anything; fsync the WAL when
+//!                     there were commits since the last sync (`default` durability)
 //! ```
 //!
-//! Why a dedicated thread rather than a connection pool or `spawn_blocking`: the chain is a
-//! strict sequence (each hash depends on the previous one), so there is exactly one writer
-//! anyway; giving it a thread of its own keeps the prepared statement and the chain head in
-//! one place, keeps SQLite's blocking I/O off the async runtime, and lets every submission that
-//! arrives while a commit is in progress share the next commit (and, in `strict` mode, the next
-//! fsync).
+//! Why the caller commits rather than a dedicated writer thread: on a small machine the
+//! handoff (wake the writer, wake the caller back) costs two context switches per statement,
+//! more than the commit itself. Here an uncontended append commits on the caller's own thread
+//! with no handoff at all, and under contention every submission queued while a commit runs
+//! shares the next one (and, in `strict` mode, its fsync). Result events ride along with the
+//! next statement's commit instead of paying for their own.
+//!
+//! The chain is a strict sequence, so there is exactly one writer connection, behind a mutex
+//! that only the leader holds; nobody ever blocks waiting for it (`try_lock`), except `close`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -116,10 +123,7 @@ impl std::fmt::Debug for Ledger {
 }
 
 struct Inner {
-    /// `None` once closed. Appends take the read lock only to send; `close` takes the write
-    /// lock, so no submission can slip in after the writer has drained the queue.
-    tx: RwLock<Option<mpsc::Sender<Submission>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    background: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<Shared>,
 }
 
@@ -129,9 +133,16 @@ impl Drop for Inner {
     }
 }
 
-/// State shared by the handles, the writer thread and the syncer thread.
+/// State shared by the handles and the background thread.
 struct Shared {
     path: PathBuf,
+    /// Submissions not yet committed, in arrival order. `closed` refuses new ones.
+    queue: Mutex<Queue>,
+    /// The writer connection; held only by the leader of a group commit. `None` once closed.
+    writer: Mutex<Option<Writer>>,
+    interval: Duration,
+    /// `Some` in `Default` durability: the WAL the background thread fsyncs.
+    wal: Option<PathBuf>,
     appended: AtomicU64,
     commits: AtomicU64,
     syncs: AtomicU64,
@@ -140,6 +151,12 @@ struct Shared {
     sync_failures: AtomicU64,
     sync: Mutex<SyncState>,
     sync_cv: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    subs: Vec<Submission>,
+    closed: bool,
 }
 
 #[derive(Default)]
@@ -211,8 +228,25 @@ impl Ledger {
         // durable too, or a power loss could lose the whole file despite fsyncs.
         sync_dir(folder.as_deref().unwrap_or(Path::new(".")));
 
+        let strict = opts.durability == Durability::Strict;
+        let wal = (!strict).then(|| {
+            // Absolute and with symlinks resolved, as SQLite places the WAL next to the real
+            // file, and so that a later change of working directory does not matter.
+            wal_path(&std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()))
+        });
         let shared = Arc::new(Shared {
             path: path.clone(),
+            queue: Mutex::new(Queue::default()),
+            writer: Mutex::new(Some(Writer {
+                conn,
+                strict,
+                last_seq: head.seq,
+                data: Vec::new(),
+                spans: Vec::new(),
+                ready: Vec::new(),
+            })),
+            interval: opts.sync_interval,
+            wal,
             appended: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
@@ -222,58 +256,21 @@ impl Ledger {
             sync: Mutex::new(SyncState::default()),
             sync_cv: Condvar::new(),
         });
-
-        let syncer = match opts.durability {
-            Durability::Strict => None,
-            Durability::Default => {
-                let shared = shared.clone();
-                let interval = opts.sync_interval;
-                // Absolute and with symlinks resolved, as SQLite places the WAL next to the real
-                // file, and so that a later change of working directory does not matter.
-                let wal = wal_path(&std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()));
-                Some(
-                    std::thread::Builder::new()
-                        .name("ledger-syncer".into())
-                        .spawn(move || run_syncer(&shared, &wal, interval))
-                        .map_err(|source| LedgerError::Spawn {
-                            path: path.clone(),
-                            what: "syncer",
-                            source,
-                        })?,
-                )
-            }
-        };
-
-        let (tx, rx) = mpsc::channel();
-        let mut writer = Writer {
-            conn,
-            strict: opts.durability == Durability::Strict,
-            last_seq: head.seq,
-            shared: shared.clone(),
-            syncer,
-            data: Vec::new(),
-            spans: Vec::new(),
-            ready: Vec::new(),
-        };
-        let handle = std::thread::Builder::new()
-            .name("ledger-writer".into())
-            .spawn(move || writer.run(rx));
-        let handle = match handle {
-            Ok(h) => h,
-            Err(source) => {
-                // The writer, dropped with the closure, has stopped its syncer.
-                return Err(LedgerError::Spawn {
-                    path,
-                    what: "writer",
+        let background = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("ledger-flusher".into())
+                .spawn(move || run_background(&shared))
+                .map_err(|source| LedgerError::Spawn {
+                    path: path.clone(),
+                    what: "flusher",
                     source,
-                });
-            }
+                })?
         };
         tracing::debug!(path = %path.display(), last_seq = head.seq, durability = ?opts.durability, "ledger opened");
         Ok(Ledger {
             inner: Arc::new(Inner {
-                tx: RwLock::new(Some(tx)),
-                writer: Mutex::new(Some(handle)),
+                background: Mutex::new(Some(background)),
                 shared,
             }),
         })
@@ -308,7 +305,8 @@ impl Ledger {
             self.count_failed(sub.events.len());
             return Err(self.closed());
         }
-        // A dropped sender means the writer went away without answering (it panicked).
+        self.inner.shared.lead();
+        // A dropped sender means the leader went away without answering (it panicked).
         answer.await.unwrap_or_else(|_| Err(self.closed()))
     }
 
@@ -353,11 +351,12 @@ impl Ledger {
     }
 
     fn submit(&self, sub: Submission) -> Result<(), Submission> {
-        let tx = self.inner.tx.read().unwrap_or_else(PoisonError::into_inner);
-        match tx.as_ref() {
-            Some(tx) => tx.send(sub).map_err(|e| e.0),
-            None => Err(sub),
+        let mut q = lock(&self.inner.shared.queue);
+        if q.closed {
+            return Err(sub);
         }
+        q.subs.push(sub);
+        Ok(())
     }
 
     fn count_failed(&self, events: usize) {
@@ -376,17 +375,74 @@ impl Ledger {
 
 impl Inner {
     fn close(&self) {
-        // Dropping the only sender lets the writer drain what is queued and then stop.
-        drop(
-            self.tx
-                .write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
-        let mut writer = lock(&self.writer);
-        if let Some(handle) = writer.take() {
+        let shared = &self.shared;
+        lock(&shared.queue).closed = true;
+        // Wait for any leader, then commit whatever is still queued.
+        let mut writer = lock(&shared.writer);
+        if let Some(w) = writer.as_mut() {
+            loop {
+                let mut batch = shared.take_batch();
+                if batch.is_empty() {
+                    break;
+                }
+                w.commit_batch(shared, &mut batch);
+            }
+        }
+        // The background thread does the final fsync, then the connection closes (SQLite
+        // checkpoints the WAL into the database file).
+        lock(&shared.sync).shutdown = true;
+        shared.sync_cv.notify_all();
+        if let Some(handle) = lock(&self.background).take() {
             if handle.join().is_err() {
-                tracing::error!(path = %self.shared.path.display(), "ledger writer thread panicked");
+                tracing::error!(path = %shared.path.display(), "ledger flusher thread panicked");
+            }
+        }
+        if writer.take().is_some() {
+            tracing::debug!(path = %shared.path.display(), "ledger closed");
+        }
+    }
+}
+
+impl Shared {
+    /// Takes queued submissions for one group commit (at least one whole submission).
+    fn take_batch(&self) -> Vec<Submission> {
+        let mut q = lock(&self.queue);
+        let mut events = 0;
+        let mut n = 0;
+        for sub in &q.subs {
+            if n > 0 && events + sub.events.len() > MAX_BATCH_EVENTS {
+                break;
+            }
+            events += sub.events.len();
+            n += 1;
+        }
+        q.subs.drain(..n).collect()
+    }
+
+    /// Commits everything queued, unless another caller is already doing so (it will pick up
+    /// what was queued before it let go: the queue is re-checked after every release).
+    fn lead(&self) {
+        loop {
+            {
+                let mut guard = match self.writer.try_lock() {
+                    Ok(g) => g,
+                    Err(TryLockError::WouldBlock) => return,
+                    Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                };
+                let Some(writer) = guard.as_mut() else {
+                    return; // closed: close() drained the queue
+                };
+                loop {
+                    let mut batch = self.take_batch();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    writer.commit_batch(self, &mut batch);
+                }
+            }
+            // A submission pushed while we held the lock, whose own try_lock failed, is ours.
+            if lock(&self.queue).subs.is_empty() {
+                return;
             }
         }
     }
@@ -455,8 +511,6 @@ struct Writer {
     strict: bool,
     /// The last seq this writer committed (to notice another writer on the same file).
     last_seq: u64,
-    shared: Arc<Shared>,
-    syncer: Option<JoinHandle<()>>,
     /// Reused buffers: the JSON of every event of the batch, back to back …
     data: Vec<u8>,
     /// … the byte range of each event in `data` …
@@ -465,39 +519,10 @@ struct Writer {
     ready: Vec<Submission>,
 }
 
-impl Drop for Writer {
-    /// Also runs if the writer thread panics, so the syncer never outlives it.
-    fn drop(&mut self) {
-        stop_syncer(&self.shared, self.syncer.take());
-    }
-}
-
 impl Writer {
-    fn run(&mut self, rx: mpsc::Receiver<Submission>) {
-        let mut batch = Vec::new();
-        // `recv` fails only when every sender is gone and the queue is empty: closed.
-        while let Ok(first) = rx.recv() {
-            let mut events = first.events.len();
-            batch.push(first);
-            while events < MAX_BATCH_EVENTS {
-                match rx.try_recv() {
-                    Ok(sub) => {
-                        events += sub.events.len();
-                        batch.push(sub);
-                    }
-                    Err(_) => break,
-                }
-            }
-            self.commit_batch(&mut batch);
-        }
-        tracing::debug!(path = %self.shared.path.display(), "ledger writer stopped");
-        // Dropping the Writer stops the syncer (final fsync), then closes the connection, which
-        // checkpoints the WAL into the database file.
-    }
-
     /// Writes one group commit and answers its submitters.
-    fn commit_batch(&mut self, batch: &mut Vec<Submission>) {
-        let path = &self.shared.path;
+    fn commit_batch(&mut self, shared: &Shared, batch: &mut Vec<Submission>) {
+        let path = &shared.path;
 
         // 1. Serialise outside the transaction: one bad event fails only its own submission.
         if self.data.capacity() > DATA_BUFFER_KEEP {
@@ -537,7 +562,7 @@ impl Writer {
                 Some(err) => {
                     self.data.truncate(data_mark);
                     self.spans.truncate(span_mark);
-                    self.shared
+                    shared
                         .failures
                         .fetch_add(sub.events.len() as u64, Ordering::Relaxed);
                     tracing::error!(path = %path.display(), error = %err, "event not recorded");
@@ -564,7 +589,7 @@ impl Writer {
                     );
                 }
                 self.last_seq = new_head.seq;
-                let s = &self.shared;
+                let s = shared;
                 s.appended.fetch_add(events as u64, Ordering::Relaxed);
                 s.commits.fetch_add(1, Ordering::Relaxed);
                 s.last_seq.store(new_head.seq, Ordering::Relaxed);
@@ -572,9 +597,9 @@ impl Writer {
                     s.syncs.fetch_add(1, Ordering::Relaxed);
                 } else {
                     let mut st = lock(&s.sync);
+                    // The background thread picks this up within one interval.
                     if st.pending_since.is_none() {
                         st.pending_since = Some(Instant::now());
-                        s.sync_cv.notify_one();
                     }
                 }
                 let mut next = old_head.seq + 1;
@@ -594,9 +619,7 @@ impl Writer {
                         tracing::error!(path = %path.display(), error = %rb, "ledger rollback failed");
                     }
                 }
-                self.shared
-                    .failures
-                    .fetch_add(events as u64, Ordering::Relaxed);
+                shared.failures.fetch_add(events as u64, Ordering::Relaxed);
                 tracing::error!(
                     path = %path.display(),
                     error = %e,
@@ -667,42 +690,38 @@ fn write_group(
     Ok((head, Head { seq, hash: prev }))
 }
 
-/// The syncer: fsyncs the WAL when there were commits, at most `interval` after the first
-/// unsynced one, so that a power loss loses at most that window.
-fn run_syncer(shared: &Shared, wal: &Path, interval: Duration) {
+/// The background thread: every `interval`, commits what detached appends left in the queue,
+/// and (in `Default` durability) fsyncs the WAL if there were commits since the last sync, so a
+/// power loss loses at most that window. On shutdown it does a last sync.
+fn run_background(shared: &Shared) {
     let mut file: Option<File> = None;
     loop {
-        let mut st = lock(&shared.sync);
-        loop {
-            match st.pending_since {
-                // Shut down with nothing left to sync.
-                None if st.shutdown => return,
-                None => {
-                    st = shared
-                        .sync_cv
-                        .wait(st)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-                Some(since) => {
-                    let now = Instant::now();
-                    let due = since + interval;
-                    if st.shutdown || now >= due {
-                        break;
-                    }
-                    // Let more commits join this sync until the oldest one is due.
-                    st = shared
-                        .sync_cv
-                        .wait_timeout(st, due - now)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0;
-                }
+        let shutdown = {
+            let st = lock(&shared.sync);
+            let st = if st.shutdown {
+                st
+            } else {
+                shared
+                    .sync_cv
+                    .wait_timeout(st, shared.interval)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            };
+            st.shutdown
+        };
+        if !shutdown {
+            shared.lead();
+        }
+        if let Some(wal) = &shared.wal {
+            // Everything committed up to now is covered by the fsync below; a later commit
+            // sets pending_since again and gets the next one.
+            if lock(&shared.sync).pending_since.take().is_some() {
+                sync_wal(shared, wal, &mut file);
             }
         }
-        // Everything committed up to now is covered by the fsync below; a commit after this
-        // point sets pending_since again and gets the next one.
-        st.pending_since = None;
-        drop(st);
-        sync_wal(shared, wal, &mut file);
+        if shutdown {
+            return;
+        }
     }
 }
 
@@ -727,17 +746,6 @@ fn sync_wal(shared: &Shared, wal: &Path, file: &mut Option<File>) {
                 tracing::error!(wal = %wal.display(), error = %e, "fsync of the ledger WAL failed: recent events may not survive a power loss");
                 *file = None;
             }
-        }
-    }
-}
-
-/// Tells the syncer to do a last sync of whatever is pending and stop, and waits for it.
-fn stop_syncer(shared: &Shared, handle: Option<JoinHandle<()>>) {
-    lock(&shared.sync).shutdown = true;
-    shared.sync_cv.notify_all();
-    if let Some(handle) = handle {
-        if handle.join().is_err() {
-            tracing::error!(path = %shared.path.display(), "ledger syncer thread panicked");
         }
     }
 }

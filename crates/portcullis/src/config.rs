@@ -59,9 +59,24 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 
 /// Parses and validates everything `serve` needs.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
-    let (config, data_dir, ledger_path) = parse(path)?;
+    let (mut config, data_dir, ledger_path) = parse(path)?;
     let where_ = path.display().to_string();
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    // Every file named in the configuration is relative to the configuration's folder.
+    for l in &mut config.listeners {
+        for f in [&mut l.tls.cert_file, &mut l.tls.key_file]
+            .into_iter()
+            .flatten()
+        {
+            *f = resolve(&base, f);
+        }
+    }
+    for c in &mut config.connections {
+        for f in [&mut c.ca_file, &mut c.password_file].into_iter().flatten() {
+            *f = resolve(&base, f);
+        }
+    }
 
     if config.listeners.is_empty() {
         bail!("{where_}: no [[listeners]]: add one, e.g.\n[[listeners]]\nname = \"postgres\"\nprotocol = \"postgres\"\nbind = \"127.0.0.1:6432\"");
@@ -113,8 +128,7 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
                 anyhow!("{where_}: connection {:?}: password_env = {var:?} but that environment variable is not set", c.name)
             })?)
         } else if let Some(file) = &c.password_file {
-            let file = resolve(&base, file);
-            let text = std::fs::read_to_string(&file).with_context(|| {
+            let text = std::fs::read_to_string(file).with_context(|| {
                 format!(
                     "{where_}: connection {:?}: cannot read password_file {}",
                     c.name,

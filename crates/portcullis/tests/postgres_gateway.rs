@@ -252,6 +252,17 @@ fn malformed_and_oversized_messages_close_only_that_connection() {
     let _ = s.read_to_end(&mut answer);
     assert!(String::from_utf8_lossy(&answer).contains("unsupported frontend protocol"));
 
+    // GSSAPI encryption is declined with 'N', as PostgreSQL does without GSSAPI.
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).expect("connect");
+    s.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30])
+        .expect("write");
+    let mut answer = [0u8; 1];
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.read_exact(&mut answer).expect("answer");
+    assert_eq!(&answer, b"N");
+    drop(s);
+
     // After authentication: a query larger than max_message_bytes.
     let big = format!("SELECT '{}'", "x".repeat(5000));
     let o = gw.psql(&["-c", &big]);
@@ -549,6 +560,7 @@ fn psycopg3_through_the_gateway() {
     assert_eq!(v["after_error"], "still ok");
     assert_eq!(v["copy_rows"], 20);
     assert_eq!(v["pipeline"], "ok");
+    assert_eq!(v["notices"], serde_json::json!(["hello notice"]));
     let inserts: Vec<EventData> = gw
         .statements()
         .into_iter()
@@ -653,4 +665,140 @@ fn notifications_arrive_asynchronously() {
         v["notifications"],
         serde_json::json!([{"channel": "portcullis_test", "payload": "hello through the gateway"}])
     );
+}
+
+#[test]
+fn strict_durability_records_and_verifies() {
+    let cluster = target(&[]);
+    let mut gw = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            durability: "strict",
+            ..Default::default()
+        },
+    );
+    pgbench(&gw, &["-i", "-s", "1", "-q"]);
+    let out = pgbench(
+        &gw,
+        &["-c", "4", "-j", "2", "-t", "25", "--protocol", "extended"],
+    );
+    assert!(
+        out.contains("number of transactions actually processed: 100/100"),
+        "{out}"
+    );
+    gw.stop();
+    // The tpcb-like script runs 7 statements per transaction.
+    let updates = gw
+        .statements()
+        .into_iter()
+        .filter(|(_, e)| statement_text(e).starts_with("UPDATE pgbench_accounts"))
+        .count();
+    assert_eq!(updates, 100);
+    assert!(ok(gw.cli(&["audit", "verify"])).contains("ledger OK"));
+}
+
+/// A CA and a server certificate for 127.0.0.1, as PEM: (ca, cert, key).
+fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("ca key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("ca cert");
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().expect("key");
+    let params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .expect("params");
+    let cert = params.signed_by(&key, &issuer).expect("cert");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+#[test]
+fn upstream_login_with_md5_trust_and_tls() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let cluster = target(&[]);
+    ok(psql_direct(&cluster, &["-c", "SET password_encryption = 'md5'; CREATE ROLE md5user LOGIN PASSWORD 'md5-secret'; CREATE ROLE trustuser LOGIN;"]));
+    // md5 and trust lines before the cluster's scram line, and TLS on the target.
+    let data = cluster.data_dir().to_path_buf();
+    let hba = data.join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).expect("read hba");
+    std::fs::write(
+        &hba,
+        format!("host all md5user 127.0.0.1/32 md5\nhost all trustuser 127.0.0.1/32 trust\n{old}"),
+    )
+    .expect("write hba");
+    let (ca, cert, key) = test_pki();
+    let owner = std::fs::metadata(&data).expect("meta");
+    for (name, body) in [("server.crt", &cert), ("server.key", &key)] {
+        let p = data.join(name);
+        std::fs::write(&p, body).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::os::unix::fs::chown(&p, Some(owner.uid()), Some(owner.gid())).expect("chown");
+    }
+    ok(psql_direct(&cluster, &["-c", "ALTER SYSTEM SET ssl = on"]));
+    ok(psql_direct(&cluster, &["-c", "SELECT pg_reload_conf()"]));
+    std::thread::sleep(Duration::from_millis(500));
+
+    let (other_ca, _, _) = test_pki();
+    let port = cluster.port();
+    let conn = |name: &str, user: &str, pw: &str, tls: &str, ca: &str| {
+        format!(
+            "\n[[connections]]\nname = \"{name}\"\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = {port}\ndatabase = \"{DB}\"\nuser = \"{user}\"\n{pw}tls = \"{tls}\"\n{ca}"
+        )
+    };
+    let extra = [
+        conn(
+            "md5",
+            "md5user",
+            "password_file = \"md5-password\"\n",
+            "disable",
+            "",
+        ),
+        conn("trust", "trustuser", "", "disable", ""),
+        conn(
+            "tls",
+            "postgres",
+            "password_file = \"target-password\"\n",
+            "require",
+            "",
+        ),
+        conn(
+            "verified",
+            "postgres",
+            "password_file = \"target-password\"\n",
+            "verify-full",
+            "ca_file = \"ca.pem\"\n",
+        ),
+        conn(
+            "wrong-ca",
+            "postgres",
+            "password_file = \"target-password\"\n",
+            "verify-full",
+            "ca_file = \"other-ca.pem\"\n",
+        ),
+    ]
+    .concat();
+    let gw = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            extra_connections: extra,
+            files: vec![
+                ("md5-password".into(), b"md5-secret\n".to_vec()),
+                ("ca.pem".into(), ca.into_bytes()),
+                ("other-ca.pem".into(), other_ca.into_bytes()),
+            ],
+            ..Default::default()
+        },
+    );
+    let q = |db: &str, sql: &str| {
+        gw.psql_as(&gw.agent.name, &gw.agent.key, db, "disable", &["-c", sql])
+    };
+    assert_eq!(ok(q("md5", "SELECT current_user")).trim(), "md5user");
+    assert_eq!(ok(q("trust", "SELECT current_user")).trim(), "trustuser");
+    let ssl = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+    assert_eq!(ok(q(DB, ssl)).trim(), "f", "tls = disable stays plaintext");
+    assert_eq!(ok(q("tls", ssl)).trim(), "t");
+    assert_eq!(ok(q("verified", ssl)).trim(), "t");
+    let bad = q("wrong-ca", "SELECT 1");
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("TLS handshake"), "{}", stderr(&bad));
 }

@@ -6,7 +6,9 @@ use crate::stream::Stream;
 use crate::wire::{self, ErrorFields, Reader};
 use bytes::{Buf, BufMut, BytesMut};
 use portcullis_core::config::UpstreamTls;
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::authentication::sasl::{
+    ChannelBinding, ScramSha256, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
+};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -164,14 +166,22 @@ impl Target {
                                     format!("the target offers SASL mechanisms {offered:?}; the gateway supports SCRAM-SHA-256"),
                                 ));
                             }
-                            let cb = if stream.is_tls() {
-                                ChannelBinding::unrequested()
-                            } else {
-                                ChannelBinding::unsupported()
+                            // Over TLS, bind the exchange to the target's certificate
+                            // (tls-server-end-point) when the target offers it: a
+                            // man in the middle then cannot relay the login.
+                            let end_point = server_end_point(&stream);
+                            let plus = offered.iter().any(|m| m == SCRAM_SHA_256_PLUS);
+                            let (mechanism, cb) = match end_point {
+                                Some(hash) if plus => (
+                                    SCRAM_SHA_256_PLUS,
+                                    ChannelBinding::tls_server_end_point(hash),
+                                ),
+                                Some(_) => (SCRAM_SHA_256, ChannelBinding::unrequested()),
+                                None => (SCRAM_SHA_256, ChannelBinding::unsupported()),
                             };
                             let s = ScramSha256::new(pw.as_bytes(), cb);
                             wire::put_message(&mut reply, b'p', |b| {
-                                wire::put_cstr(b, SCRAM_SHA_256);
+                                wire::put_cstr(b, mechanism);
                                 b.put_i32(s.message().len() as i32);
                                 b.put_slice(s.message());
                             });
@@ -277,6 +287,17 @@ impl Target {
         let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut sink)).await;
         Ok(())
     }
+}
+
+/// The tls-server-end-point channel-binding value (RFC 5929): SHA-256 of the target's
+/// certificate, as PostgreSQL computes it for certificates signed with SHA-256 (or weaker).
+fn server_end_point(stream: &Stream) -> Option<Vec<u8>> {
+    use sha2::{Digest, Sha256};
+    let Stream::ClientTls(tls) = stream else {
+        return None;
+    };
+    let cert = tls.get_ref().1.peer_certificates()?.first()?;
+    Some(Sha256::digest(cert.as_ref()).to_vec())
 }
 
 /// Reads one whole typed message during login (small messages only).

@@ -45,6 +45,11 @@ def psycopg_basic(dsn):
         # COPY through psycopg.
         with cur.copy("COPY (SELECT id, name FROM py_items ORDER BY id) TO STDOUT") as copy:
             out["copy_rows"] = sum(1 for _ in copy.rows())
+        # Notices arrive while the statement runs.
+        notices = []
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary))
+        cur.execute("DO $$ BEGIN RAISE NOTICE 'hello notice'; END $$")
+        out["notices"] = notices
         # Pipeline mode.
         with conn.pipeline():
             for i in range(5):

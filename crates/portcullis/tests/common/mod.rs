@@ -68,6 +68,8 @@ pub struct GatewayOptions {
     pub extra_listener: &'static str,
     pub extra_connections: String,
     pub tls_mode: &'static str,
+    /// Files written into the gateway's folder before it starts (name, contents).
+    pub files: Vec<(String, Vec<u8>)>,
 }
 
 impl Default for GatewayOptions {
@@ -77,6 +79,7 @@ impl Default for GatewayOptions {
             extra_listener: "",
             extra_connections: String::new(),
             tls_mode: "optional",
+            files: Vec::new(),
         }
     }
 }
@@ -104,6 +107,9 @@ impl Gateway {
         let port = free_port();
         let agent = agent("test-agent");
         std::fs::write(dir.path().join("target-password"), TARGET_PASSWORD).expect("write pw");
+        for (name, contents) in &opts.files {
+            std::fs::write(dir.path().join(name), contents).expect("write file");
+        }
         let config = dir.path().join("portcullis.toml");
         let text = format!(
             r#"
