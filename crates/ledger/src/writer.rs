@@ -471,7 +471,7 @@ fn configure(conn: &Connection, path: &Path, durability: Durability) -> Result<(
         .map_err(|e| LedgerError::sqlite(path, "setting synchronous", e))?;
     // Checkpoints run inside a COMMIT on this thread, each with two fsyncs. Fewer, larger
     // ones (every ~40 MB of WAL instead of SQLite's ~4 MB) cost less in total, because a page
-    // rewritten by many commits (the session index) is copied once: measured +45% appends/s
+    // rewritten by many commits (the right edge of the table) is copied once: measured +45% appends/s
     // with 64 appenders and a third of the p99 latency (examples/append_bench.rs).
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
         .map_err(|e| LedgerError::sqlite(path, "setting wal_autocheckpoint", e))?;
