@@ -215,3 +215,57 @@ fn check_reports_file_and_line() {
     let err = common::stderr(&o);
     assert!(err.contains("bad.toml:3"), "{err}");
 }
+
+#[test]
+fn unusable_store_stops_serve_with_a_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The data directory's place is taken by a file: the ledger cannot be created.
+    std::fs::write(dir.path().join("data"), "not a folder").expect("write");
+    let p = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &p,
+        "[gateway]\ndata_dir = \"data\"\n[[listeners]]\nname = \"pg\"\nprotocol = \"postgres\"\nbind = \"127.0.0.1:0\"\n\
+         [[connections]]\nname = \"db\"\ntype = \"postgres\"\nhost = \"127.0.0.1\"\ndatabase = \"x\"\nuser = \"x\"\n",
+    )
+    .expect("write");
+    let o = Command::new(exe())
+        .args(["serve", "--config"])
+        .arg(&p)
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    let err = common::stderr(&o);
+    assert!(err.contains("data"), "{err}");
+}
+
+#[test]
+fn audit_tail_follow_prints_new_events() {
+    let cluster = target(&[]);
+    let gw = Gateway::start(&cluster, GatewayOptions::default());
+    ok(gw.psql(&["-c", "SELECT 'before follow'"]));
+    let mut child = Command::new(exe())
+        .args(["audit", "tail", "-n", "1", "--follow", "--config"])
+        .arg(&gw.config)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn tail");
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    ok(gw.psql(&["-c", "SELECT 'while following'"]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = false;
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if line.contains("test-agent@app: SELECT 'while following'") {
+            seen = true;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen, "audit tail --follow did not show the new statement");
+}

@@ -172,7 +172,11 @@ key_hash = "{key_hash}"
     }
 
     pub fn spawn(&mut self) {
-        let log = std::fs::File::create(&self.stderr_log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_log)
+            .expect("log file");
         let child = Command::new(exe())
             .args(["serve", "--config"])
             .arg(&self.config)
@@ -194,6 +198,14 @@ key_hash = "{key_hash}"
             }
             assert!(Instant::now() < deadline, "gateway did not start listening");
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to drain or sync anything.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 
