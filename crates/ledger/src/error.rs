@@ -102,6 +102,38 @@ pub enum LedgerError {
         source: Arc<rusqlite::Error>,
     },
 
+    /// The journal (the append-only file every acknowledged event is written to before it is
+    /// indexed into SQLite) could not take a group: its events are not recorded.
+    #[error(
+        "could not record {events} event(s) in the ledger journal {path}: {source}; the \
+         statements are refused (fail closed) and the next write tries again: check free disk \
+         space and permissions"
+    )]
+    Journal {
+        path: PathBuf,
+        events: usize,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+
+    /// Another process has this ledger open for writing.
+    #[error(
+        "the ledger {path} is already open for writing by another process (lock on {lock}); \
+         one gateway per ledger file: stop the other one, or give this one its own data_dir"
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
+
+    /// Indexing into SQLite has fallen too far behind (it keeps failing).
+    #[error(
+        "the ledger {path} has {pending} events not yet indexed into SQLite (it keeps \
+         failing: {reason}); new statements are refused until it catches up"
+    )]
+    IndexBehind {
+        path: PathBuf,
+        pending: usize,
+        reason: String,
+    },
+
     /// An event could not be serialised to JSON.
     #[error("could not serialise a {kind} event for the ledger {path}: {source}")]
     Serialize {
@@ -122,14 +154,14 @@ pub enum LedgerError {
         bytes: usize,
     },
 
-    /// The ledger was closed (the gateway is shutting down) or its writer thread stopped.
+    /// The ledger was closed (the gateway is shutting down) or its writer went away.
     #[error(
         "the ledger {path} is closed and records no more events (the gateway is shutting down, \
          or its writer stopped: see the earlier log lines)"
     )]
     Closed { path: PathBuf },
 
-    /// The writer or syncer thread could not be started.
+    /// The background thread could not be started.
     #[error("could not start the ledger {what} thread for {path}: {source}")]
     Spawn {
         path: PathBuf,

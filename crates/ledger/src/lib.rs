@@ -11,31 +11,34 @@
 //! numbers in one transaction: all of them or none. Sequence numbers start at 1 and have no
 //! gaps; calls are ordered as they reach the queue.
 //!
-//! **Fail closed.** If a transaction fails (disk full, I/O error, a lock held too long), it is
-//! rolled back, the chain head does not move, and *every* submitter of that group commit gets
-//! an `Err`: the gateway then refuses the statements. (If `COMMIT` itself reports an I/O
-//! error, SQLite cannot say whether the data reached the file; the submitters still get `Err`,
-//! and the next transaction continues from whatever head the file holds.) The next append tries again, so service
+//! **Fail closed.** An append is acknowledged only once its events are in the journal (below).
+//! If the journal cannot take a group (disk full, I/O error, an immutable file), a partial
+//! record is cut off, the chain head does not move, and *every* submitter of that group gets
+//! an `Err`: the gateway then refuses the statements. The next append tries again, so service
 //! resumes by itself once the cause is gone, and the chain continues without a hole or a fork.
+//! If SQLite refuses the rows, nothing is refused and nothing is lost: they stay in the
+//! journal and indexing retries (appends are refused only if it falls two million events
+//! behind).
 //!
 //! **Durability** (`store.durability` in the configuration):
 //!
-//! * [`Durability::Default`](portcullis_core::config::Durability::Default): SQLite runs with
-//!   `synchronous=NORMAL` in WAL mode. When `append` resolves, the transaction's pages have
-//!   been `write()`n into `<ledger>-wal`, i.e. they are in the operating system's page cache.
-//!   A crashed or `SIGKILL`ed gateway therefore loses **nothing** it acknowledged: SQLite
-//!   recovers the committed transactions from the WAL on the next open. A background thread
-//!   `fsync`s the WAL (`File::sync_data`) every `sync_interval` when there were commits since
-//!   the last sync (and not at all while idle). A **power loss or kernel crash** can lose
-//!   events acknowledged during the last `sync_interval` (plus the duration of one disk flush);
-//!   it cannot corrupt the chain, because SQLite checksums WAL frames and discards a torn tail,
-//!   and the chain's head simply ends earlier. Checkpoints (copying the WAL into the main file)
-//!   are always synced by SQLite.
-//! * [`Durability::Strict`](portcullis_core::config::Durability::Strict):
-//!   `synchronous=FULL`: every commit `fsync`s the WAL before `append` resolves, so an
-//!   acknowledged event survives a power loss too. Because commits are grouped, all sessions
-//!   that append while one fsync is in flight share the next one: the cost is one fsync per
-//!   group, not per statement.
+//! * [`Durability::Default`](portcullis_core::config::Durability::Default): when `append`
+//!   resolves, the group's records have been `write()`n to the journal file, i.e. they are in
+//!   the operating system's page cache. A crashed or `SIGKILL`ed gateway therefore loses
+//!   **nothing** it acknowledged: the next open (of the ledger, or of a reader when no gateway
+//!   holds it) replays the journal into SQLite. A background thread `fsync`s the journal every
+//!   `sync_interval` when there were writes since the last sync (and not at all while idle). A
+//!   **power loss or kernel crash** can lose events acknowledged during the last
+//!   `sync_interval`; it cannot corrupt the chain: replay stops at the first record that does
+//!   not continue it.
+//! * [`Durability::Strict`](portcullis_core::config::Durability::Strict): every group is
+//!   `fdatasync`ed before `append` resolves, so an acknowledged event survives a power loss too.
+//!   Because appends are grouped, all sessions that append while one fsync is in flight share
+//!   the next one: the cost is one fsync per group, not per statement.
+//!
+//! SQLite (WAL mode, `synchronous=FULL`) receives the rows from the journal in one
+//! transaction per `sync_interval`; a journal file is emptied only after that transaction is
+//! synced. Readers therefore see an event within about one interval.
 //!
 //! **Tamper evidence.** Each event carries the SHA-256 hash of its content and of its
 //! predecessor's hash ([`chain`] documents the exact bytes). [`LedgerReader::verify`] finds a
@@ -44,19 +47,11 @@
 //!
 //! # Design
 //!
-//! One SQLite connection, behind a mutex, does all writing ([`writer`] explains why). An
-//! append queues its events and tries to take that mutex: the caller that gets it leads a
-//! group commit of everything queued (serialise, hash, one transaction with a cached prepared
-//! `INSERT`, commit, answer every waiter); the others wait for its answer. Detached appends
-//! (result events) only queue, and ride along with the next group, or are committed by the
-//! background thread within `sync_interval`. Readers (`portcullis audit tail`,
-//! `portcullis audit verify`) open the file read-only, possibly from another process, and see
-//! consistent snapshots without slowing the writer.
-//!
-//! Each transaction reads the chain head from the file (an O(log n) lookup) rather than
-//! trusting memory, so a failed commit can never leave a hole or a fork behind, and even a
-//! second process appending to the same file (a misconfiguration: one gateway per ledger)
-//! only interleaves with the chain, it cannot split it.
+//! See [`writer`]: the caller that finds the writer free leads a group commit of everything
+//! queued (serialise, hash with the chain head kept in memory, one `write()` of the records to
+//! the journal); a background thread indexes the journal into SQLite in large batches. One
+//! process writes a ledger (an `flock` refuses a second). Readers (`portcullis audit tail`,
+//! `portcullis audit verify`) open the SQLite file read-only, possibly from another process.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), portcullis_ledger::LedgerError> {
@@ -66,7 +61,7 @@
 //! let ledger = Ledger::open(LedgerOptions::new("data/ledger.db"))?;
 //! let ev = NewEvent::new("session-1", EventData::Cancel { client_addr: "10.0.0.7:5555".into(), matched: false });
 //! let seq = ledger.append(vec![ev]).await?; // recorded: now the statement may be forwarded
-//! ledger.close();
+//! ledger.close(); // indexes what is left into SQLite
 //!
 //! let reader = LedgerReader::open("data/ledger.db".as_ref())?;
 //! assert!(matches!(reader.verify(|_| {})?, VerifyReport::Verified { .. }));

@@ -123,7 +123,9 @@ pub struct LedgerReader {
 }
 
 impl LedgerReader {
-    /// Opens the ledger at `path` read-only. Fails clearly if there is no file, or if the file
+    /// Opens the ledger at `path` read-only. If a crashed gateway left events in the journal
+    /// and no gateway holds the ledger now, they are first replayed into SQLite (the one write
+    /// a reader does), so a reader always sees every acknowledged event. Fails clearly if there is no file, or if the file
     /// is not a portcullis ledger of a schema version this build understands.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
         let not_found = || LedgerError::NotFound {
@@ -140,6 +142,7 @@ impl LedgerReader {
                 })
             }
         }
+        crate::writer::recover_if_abandoned(path);
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -1,32 +1,47 @@
-//! The append path: group commit by whichever caller gets there first, and a background thread
-//! that flushes detached events and (in `default` durability) syncs the WAL.
+//! The append path: a journal on the hot path, SQLite behind it.
 //!
 //! ```text
 //!  append(events) ── push onto the queue ──► try to take the writer lock
-//!     │                                        ├─ got it: be the leader — drain the queue
-//!     │                                        │  (everyone's submissions), serialise + hash,
-//!     │                                        │  ONE transaction, COMMIT, answer every
-//!     │                                        │  waiter; repeat while the queue is not empty
+//!     │                                        ├─ got it: lead a group commit of everything
+//!     │                                        │  queued: serialise + hash (chain head in
+//!     │                                        │  memory), ONE write() of the records to the
+//!     │                                        │  journal (+ fdatasync in strict mode), answer
+//!     │                                        │  every waiter; repeat while the queue is not empty
 //!     │                                        └─ busy: the current leader will take it
 //!     └── await the answer (already there when this caller led)
 //!
-//!  append_detached(events) ── push only: committed with the next leader's group, or by the
-//!                              background thread within `sync_interval`
-//!  background thread: every interval, lead if the queue holds anything; fsync the WAL when
-//!                     there were commits since the last sync (`default` durability)
+//!  append_detached(events) ── push only: joins the next group, or the background tick's
+//!
+//!  background thread, every sync_interval:
+//!     lead (detached events) · fdatasync the journal (default mode) ·
+//!     index: switch the hot path to the other journal file, insert the rows written since
+//!     the last tick into SQLite in one transaction (synchronous=FULL), then empty the old file
 //! ```
 //!
-//! Why the caller commits rather than a dedicated writer thread: on a small machine the
-//! handoff (wake the writer, wake the caller back) costs two context switches per statement,
-//! more than the commit itself. Here an uncontended append commits on the caller's own thread
-//! with no handoff at all, and under contention every submission queued while a commit runs
-//! shares the next one (and, in `strict` mode, its fsync). Result events ride along with the
-//! next statement's commit instead of paying for their own.
+//! Why a journal: a SQLite commit writes whole 4 KiB pages into its WAL, so a group of one or
+//! two events cost as much as a page write, a B-tree update and WAL-index locking; measured
+//! through the gateway, that was a third of its CPU at 8 clients. The journal takes a group as
+//! one `write()` of the records themselves, and SQLite gets them in large batches where those
+//! costs are shared by hundreds of events.
 //!
-//! The chain is a strict sequence, so there is exactly one writer connection, behind a mutex
-//! that only the leader holds; nobody ever blocks waiting for it (`try_lock`), except `close`.
+//! Why the caller leads rather than a writer thread: on a small machine the handoff (wake the
+//! writer, wake the caller back) costs two context switches per statement, more than the write.
+//!
+//! **Journal format.** Two files, `<ledger>-journal-a` and `-b`, written alternately. Each
+//! record: `u32 BE length of the rest` ‖ `seq u64 BE` ‖ `ts_us i64 BE` ‖ `prev_hash (32)` ‖
+//! `hash (32)` ‖ `u32 BE len` kind ‖ `u32 BE len` session_id ‖ `u32 BE len` data — the same
+//! fields as a row. On open, records newer than SQLite's head are replayed into SQLite if they
+//! continue the chain (a torn record from a power loss ends the replay), then both files are
+//! emptied. An exclusive `flock` on `-journal-a` keeps a second process from writing the
+//! same ledger.
+//!
+//! Readers see SQLite, so an event reaches `audit tail` within one `sync_interval`; after a
+//! crash, the last few milliseconds of events are in the journal until the ledger is opened
+//! again.
 
 use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
@@ -44,23 +59,27 @@ use crate::error::LedgerError;
 use crate::schema::{self, Head};
 
 /// Upper bound on the events of one group commit. A larger single submission still goes into
-/// one transaction (its events must stay consecutive); the cap only stops draining the queue.
+/// one write (its events must stay consecutive); the cap only stops draining the queue.
 const MAX_BATCH_EVENTS: usize = 10_000;
 
-/// WAL size, in pages (4 KiB), that triggers a checkpoint.
+/// WAL size, in pages (4 KiB), that triggers a checkpoint of the index.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
 
 /// WAL size, in bytes, SQLite truncates the file to after a checkpoint.
 const JOURNAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
-/// Capacity of the reused JSON buffer beyond which it is freed after use.
-const DATA_BUFFER_KEEP: usize = 16 * 1024 * 1024;
+/// Capacity of the reused buffers beyond which they are freed after use.
+const BUFFER_KEEP: usize = 16 * 1024 * 1024;
 
 /// Largest `data` (or `session_id`) accepted, in bytes: SQLite's default limit on a value.
 const MAX_FIELD_BYTES: usize = 1_000_000_000;
 
-/// SQLite page cache of the writer connection, in KiB (negative `cache_size` = KiB).
+/// SQLite page cache of the index connection, in KiB (negative `cache_size` = KiB).
 const CACHE_KIB: i64 = 16 * 1024;
+
+/// Events written to the journal but not yet in SQLite beyond which appends are refused
+/// (indexing keeps failing; memory must not grow without bound).
+const MAX_UNINDEXED: usize = 2_000_000;
 
 /// How to open a [`Ledger`].
 #[derive(Debug, Clone)]
@@ -91,10 +110,10 @@ impl LedgerOptions {
 pub struct LedgerStats {
     /// Events committed.
     pub appended: u64,
-    /// Transactions committed (each a group of one or more submissions).
+    /// Group commits: journal writes, each of one or more submissions.
     pub commits: u64,
-    /// Syncs to disk: fsyncs of the WAL by the syncer in `Default` durability, synchronous
-    /// commits in `Strict` durability.
+    /// Syncs to disk: fsyncs of the journal by the background thread in `Default` durability,
+    /// fsynced group commits in `Strict` durability.
     pub syncs: u64,
     /// Sequence number of the last event in the ledger (0 when it is empty).
     pub last_seq: u64,
@@ -105,7 +124,7 @@ pub struct LedgerStats {
     pub sync_failures: u64,
 }
 
-/// The append handle of a ledger. Cheap to clone; all clones share one writer thread.
+/// The append handle of a ledger. Cheap to clone; all clones share one writer.
 ///
 /// Dropping the last clone closes the ledger (see [`Ledger::close`]).
 #[derive(Clone)]
@@ -136,13 +155,16 @@ impl Drop for Inner {
 /// State shared by the handles and the background thread.
 struct Shared {
     path: PathBuf,
-    /// Submissions not yet committed, in arrival order. `closed` refuses new ones.
+    /// Submissions not yet written, in arrival order. `closed` refuses new ones.
     queue: Mutex<Queue>,
-    /// The writer connection; held only by the leader of a group commit. `None` once closed.
+    /// The journal writer; held only by the leader of a group commit. `None` once closed.
     writer: Mutex<Option<Writer>>,
+    /// The SQLite index; used by the background thread (and `close`).
+    index: Mutex<Option<Index>>,
     interval: Duration,
-    /// `Some` in `Default` durability: the WAL the background thread fsyncs.
-    wal: Option<PathBuf>,
+    strict: bool,
+    /// Second handles on the two journal files, for the background fsync.
+    journal_files: [File; 2],
     appended: AtomicU64,
     commits: AtomicU64,
     syncs: AtomicU64,
@@ -161,7 +183,7 @@ struct Queue {
 
 #[derive(Default)]
 struct SyncState {
-    /// When the oldest commit not yet covered by an fsync happened; `None` = all synced.
+    /// When the oldest journal write not yet covered by an fsync happened; `None` = synced.
     pending_since: Option<Instant>,
     shutdown: bool,
 }
@@ -171,18 +193,39 @@ struct Submission {
     reply: Option<oneshot::Sender<Result<u64, LedgerError>>>,
 }
 
+/// One event as stored: what goes into the journal and then into SQLite.
+struct Row {
+    seq: u64,
+    ts_us: i64,
+    session_id: String,
+    kind: String,
+    data: Vec<u8>,
+    prev: [u8; 32],
+    hash: [u8; 32],
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // The guarded sections never panic; if one did, the plain data inside is still usable.
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn journal_path(db: &Path, which: usize) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(if which == 0 {
+        "-journal-a"
+    } else {
+        "-journal-b"
+    });
+    PathBuf::from(s)
+}
+
 impl Ledger {
-    /// Opens (or creates) the ledger file and starts its writer thread.
+    /// Opens (or creates) the ledger and starts its background thread.
     ///
     /// Creates the parent folders and the schema, proves the file is writable with a real
     /// write (so a permission problem stops the gateway at startup, not at its first
-    /// statement), loads the chain head (last seq and hash), then starts the writer thread
-    /// and, in `Default` durability, the syncer thread.
+    /// statement), takes the writer lock, replays what a crash left in the journal, and
+    /// loads the chain head.
     ///
     /// Opening does not verify the whole chain (that takes a while on a large ledger); run
     /// [`crate::LedgerReader::verify`] for that.
@@ -197,6 +240,25 @@ impl Ledger {
                 path: folder.clone(),
                 source,
             })?;
+        }
+        // The journal files, and the lock that makes this process the ledger's only writer.
+        let open_journal = |which: usize| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(journal_path(&path, which))
+                .map_err(|_| LedgerError::NotWritable {
+                    path: journal_path(&path, which),
+                })
+        };
+        let journals = [open_journal(0)?, open_journal(1)?];
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        if unsafe { libc::flock(journals[0].as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(LedgerError::Locked {
+                path: path.clone(),
+                lock: journal_path(&path, 0),
+            });
         }
         let conn = Connection::open_with_flags(
             &path,
@@ -220,33 +282,40 @@ impl Ledger {
         {
             return Err(LedgerError::NotWritable { path });
         }
-        configure(&conn, &path, opts.durability)?;
+        configure(&conn, &path)?;
         schema::ensure(&conn, &path)?;
-        let head = schema::load_head(&conn, &path)
-            .map_err(|e| LedgerError::sqlite(&path, "reading the chain head", e))?;
-        // The file and its -wal were possibly just created: make their directory entries
-        // durable too, or a power loss could lose the whole file despite fsyncs.
+
+        let mut index = Index { conn };
+        let head = index.replay(&path, &journals)?;
+        // The files were possibly just created: make their directory entries durable too.
         sync_dir(folder.as_deref().unwrap_or(Path::new(".")));
 
+        let clone = |f: &File| {
+            f.try_clone()
+                .map_err(|_| LedgerError::NotWritable { path: path.clone() })
+        };
+        let journal_files = [clone(&journals[0])?, clone(&journals[1])?];
         let strict = opts.durability == Durability::Strict;
-        let wal = (!strict).then(|| {
-            // Absolute and with symlinks resolved, as SQLite places the WAL next to the real
-            // file, and so that a later change of working directory does not matter.
-            wal_path(&std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone()))
-        });
         let shared = Arc::new(Shared {
             path: path.clone(),
             queue: Mutex::new(Queue::default()),
             writer: Mutex::new(Some(Writer {
-                conn,
+                journals,
+                current: 0,
+                other_dirty: false,
                 strict,
-                last_seq: head.seq,
+                head,
                 data: Vec::new(),
                 spans: Vec::new(),
                 ready: Vec::new(),
+                buf: Vec::new(),
+                unindexed: Vec::new(),
+                index_error: None,
             })),
+            index: Mutex::new(Some(index)),
             interval: opts.sync_interval,
-            wal,
+            strict,
+            journal_files,
             appended: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
@@ -284,12 +353,11 @@ impl Ledger {
     /// Appends `events` atomically and in order, as consecutive sequence numbers, and returns
     /// the first one (the events get `first, first + 1, …`).
     ///
-    /// Resolves once the events are recorded per the durability mode: written to the WAL
-    /// (`Default`) or written and fsynced (`Strict`). On `Err` the caller must treat the events
-    /// as not recorded (the gateway refuses the statement): the transaction was rolled back,
-    /// or, in the one ambiguous case of `COMMIT` itself reporting an I/O error, possibly
-    /// recorded. Either way the chain stays intact and the next append continues it.
-    /// An empty `events` records nothing and returns `Ok(0)` (no event has seq 0).
+    /// Resolves once the events are recorded per the durability mode: written to the journal
+    /// with `write()` (`Default`) or written and fsynced (`Strict`). On `Err` the caller must
+    /// treat the events as not recorded (the gateway refuses the statement); the chain stays
+    /// intact and the next append continues it. An empty `events` records nothing and returns
+    /// `Ok(0)` (no event has seq 0).
     ///
     /// Dropping the future after the call does not withdraw the events: they are written, only
     /// the answer is lost.
@@ -311,7 +379,8 @@ impl Ledger {
     }
 
     /// Appends like [`append`](Self::append), in the same order relative to other appends,
-    /// without waiting for the outcome (for result events, whose statement already ran).
+    /// without waiting for the outcome (for result events, whose statement already ran). The
+    /// events join the next group commit, at the latest within one `sync_interval`.
     /// Failures are logged and counted in [`LedgerStats::failures`].
     pub fn append_detached(&self, events: Vec<NewEvent>) {
         if events.is_empty() {
@@ -330,9 +399,19 @@ impl Ledger {
         }
     }
 
-    /// Stops accepting events, lets the writer commit everything already queued, performs the
-    /// final fsync and joins the threads. Idempotent; concurrent callers wait for the first.
-    /// Also runs when the last clone is dropped (blocking that thread for the drain).
+    /// Makes every event acknowledged so far visible to readers (indexes the journal into
+    /// SQLite now instead of at the next background tick). Blocking.
+    pub fn flush(&self) {
+        let shared = &self.inner.shared;
+        shared.lead();
+        // Two steps: the first may only be able to index without switching files.
+        shared.index_step();
+        shared.index_step();
+    }
+
+    /// Stops accepting events, writes everything already queued, indexes it, performs the
+    /// final fsync and joins the background thread. Idempotent; concurrent callers wait for
+    /// the first. Also runs when the last clone is dropped (blocking that thread).
     pub fn close(&self) {
         self.inner.close();
     }
@@ -373,23 +452,44 @@ impl Ledger {
     }
 }
 
+/// Replays a journal that a crashed writer left behind, if no writer holds the ledger now.
+pub(crate) fn recover_if_abandoned(db: &Path) {
+    let leftover = (0..2).any(|w| {
+        std::fs::metadata(journal_path(db, w))
+            .map(|m| m.len() > 0)
+            .unwrap_or(false)
+    });
+    if !leftover {
+        return;
+    }
+    match Ledger::open(LedgerOptions::new(db)) {
+        Ok(ledger) => ledger.close(),
+        // A live gateway indexes them itself within one interval.
+        Err(LedgerError::Locked { .. }) => {}
+        Err(e) => {
+            tracing::warn!(path = %db.display(), error = %e, "could not replay the ledger journal")
+        }
+    }
+}
+
 impl Inner {
     fn close(&self) {
         let shared = &self.shared;
         lock(&shared.queue).closed = true;
-        // Wait for any leader, then commit whatever is still queued.
-        let mut writer = lock(&shared.writer);
-        if let Some(w) = writer.as_mut() {
-            loop {
-                let mut batch = shared.take_batch();
-                if batch.is_empty() {
-                    break;
+        // Wait for any leader, then write whatever is still queued.
+        {
+            let mut writer = lock(&shared.writer);
+            if let Some(w) = writer.as_mut() {
+                loop {
+                    let mut batch = shared.take_batch();
+                    if batch.is_empty() {
+                        break;
+                    }
+                    w.commit_batch(shared, &mut batch);
                 }
-                w.commit_batch(shared, &mut batch);
             }
         }
-        // The background thread does the final fsync, then the connection closes (SQLite
-        // checkpoints the WAL into the database file).
+        // The background thread indexes the rest, does the final fsync and stops.
         lock(&shared.sync).shutdown = true;
         shared.sync_cv.notify_all();
         if let Some(handle) = lock(&self.background).take() {
@@ -397,7 +497,14 @@ impl Inner {
                 tracing::error!(path = %shared.path.display(), "ledger flusher thread panicked");
             }
         }
-        if writer.take().is_some() {
+        lock(&shared.writer).take();
+        // Let another process open the ledger now (the lock lives on every descriptor of
+        // journal A, including the background's clone kept in `shared`).
+        // SAFETY: flock on a descriptor we own.
+        unsafe {
+            libc::flock(shared.journal_files[0].as_raw_fd(), libc::LOCK_UN);
+        }
+        if lock(&shared.index).take().is_some() {
             tracing::debug!(path = %shared.path.display(), "ledger closed");
         }
     }
@@ -419,7 +526,7 @@ impl Shared {
         q.subs.drain(..n).collect()
     }
 
-    /// Commits everything queued, unless another caller is already doing so (it will pick up
+    /// Writes everything queued, unless another caller is already doing so (it will pick up
     /// what was queued before it let go: the queue is re-checked after every release).
     fn lead(&self) {
         loop {
@@ -446,87 +553,124 @@ impl Shared {
             }
         }
     }
-}
 
-/// Pragmas of the writer connection.
-fn configure(conn: &Connection, path: &Path, durability: Durability) -> Result<(), LedgerError> {
-    conn.busy_timeout(schema::BUSY_TIMEOUT)
-        .map_err(|e| LedgerError::sqlite(path, "setting busy_timeout", e))?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(|e| schema::write_error(path, "switching to WAL mode", e))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(LedgerError::NoWal {
-            path: path.to_path_buf(),
-            mode,
-        });
-    }
-    // NORMAL in WAL mode: a commit write()s its frames into the WAL but does not fsync;
-    // checkpoints are synced. FULL: every commit fsyncs the WAL before returning.
-    let synchronous = match durability {
-        Durability::Default => "NORMAL",
-        Durability::Strict => "FULL",
-    };
-    conn.pragma_update(None, "synchronous", synchronous)
-        .map_err(|e| LedgerError::sqlite(path, "setting synchronous", e))?;
-    // Checkpoints run inside a COMMIT on this thread, each with two fsyncs. Fewer, larger
-    // ones (every ~40 MB of WAL instead of SQLite's ~4 MB) cost less in total, because a page
-    // rewritten by many commits (the right edge of the table) is copied once: measured +45% appends/s
-    // with 64 appenders and a third of the p99 latency (examples/append_bench.rs).
-    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
-        .map_err(|e| LedgerError::sqlite(path, "setting wal_autocheckpoint", e))?;
-    // After a checkpoint that a long reader held back, shrink the WAL file again.
-    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
-        .map_err(|e| LedgerError::sqlite(path, "setting journal_size_limit", e))?;
-    conn.pragma_update(None, "cache_size", -CACHE_KIB)
-        .map_err(|e| LedgerError::sqlite(path, "setting cache_size", e))?;
-    Ok(())
-}
-
-/// SQLite's name for the write-ahead log of `db`.
-fn wal_path(db: &Path) -> PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push("-wal");
-    PathBuf::from(s)
-}
-
-/// Best-effort fsync of a directory (makes newly created entries durable on Linux).
-fn sync_dir(dir: &Path) {
-    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
-        tracing::warn!(dir = %dir.display(), error = %e, "could not sync the ledger folder");
-    }
-}
-
-/// Binds already-valid UTF-8 bytes (serde_json output) as TEXT without re-checking them.
-struct Text<'a>(&'a [u8]);
-
-impl ToSql for Text<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.0)))
+    /// One indexing step: switch the writer to the other journal file, put the rows written
+    /// to the old one into SQLite, then empty the old file. On failure the rows stay queued
+    /// (and the old file untouched) for the next step.
+    fn index_step(&self) {
+        let mut index_guard = lock(&self.index);
+        let Some(index) = index_guard.as_mut() else {
+            return;
+        };
+        let (rows, old) = {
+            let mut guard = lock(&self.writer);
+            let Some(w) = guard.as_mut() else { return };
+            if w.unindexed.is_empty() {
+                return;
+            }
+            if w.other_dirty {
+                // A previous step failed to empty the other file: retry without switching.
+                (std::mem::take(&mut w.unindexed), None)
+            } else {
+                let old = w.current;
+                w.current = 1 - old;
+                w.other_dirty = true;
+                (std::mem::take(&mut w.unindexed), Some(old))
+            }
+        };
+        match index.insert(&rows) {
+            Ok(()) => {
+                let emptied = match old {
+                    Some(old) => self.journal_files[old].set_len(0),
+                    // Without a switch the rows share the current file with newer ones; it is
+                    // emptied by a later step.
+                    None => Ok(()),
+                };
+                let mut guard = lock(&self.writer);
+                if let Some(w) = guard.as_mut() {
+                    w.index_error = None;
+                    if old.is_some() {
+                        match emptied {
+                            Ok(()) => w.other_dirty = false,
+                            Err(e) => {
+                                tracing::warn!(path = %self.path.display(), error = %e, "could not empty an indexed journal file; will retry")
+                            }
+                        }
+                    } else {
+                        // Switch now that the rows are safe in SQLite: the other file (indexed
+                        // long ago) can be emptied and reused.
+                        let other = 1 - w.current;
+                        if self.journal_files[other].set_len(0).is_ok() {
+                            w.other_dirty = false;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, rows = rows.len(), "indexing the ledger journal into SQLite failed; the events are safe in the journal, will retry");
+                let mut guard = lock(&self.writer);
+                if let Some(w) = guard.as_mut() {
+                    let mut rows = rows;
+                    rows.append(&mut w.unindexed);
+                    w.unindexed = rows;
+                    w.index_error = Some(e.to_string());
+                    if let Some(old) = old {
+                        // Keep writing to the new file; the old one stays as it is.
+                        let _ = old;
+                    }
+                }
+            }
+        }
     }
 }
 
 struct Writer {
-    conn: Connection,
+    journals: [File; 2],
+    /// Which journal file takes new records.
+    current: usize,
+    /// The other file still holds records that are not known to be in SQLite.
+    other_dirty: bool,
     strict: bool,
-    /// The last seq this writer committed (to notice another writer on the same file).
-    last_seq: u64,
+    head: Head,
     /// Reused buffers: the JSON of every event of the batch, back to back …
     data: Vec<u8>,
     /// … the byte range of each event in `data` …
     spans: Vec<(usize, usize)>,
-    /// … and the submissions that serialised and go into the transaction.
+    /// … the submissions that serialised and go into the write …
     ready: Vec<Submission>,
+    /// … and the journal records of the group.
+    buf: Vec<u8>,
+    /// Rows written to the journal, not yet in SQLite.
+    unindexed: Vec<Row>,
+    /// Why the last indexing step failed, if it did.
+    index_error: Option<String>,
 }
 
 impl Writer {
-    /// Writes one group commit and answers its submitters.
+    /// Writes one group commit to the journal and answers its submitters.
     fn commit_batch(&mut self, shared: &Shared, batch: &mut Vec<Submission>) {
         let path = &shared.path;
+        if self.unindexed.len() > MAX_UNINDEXED {
+            let err = |_: ()| LedgerError::IndexBehind {
+                path: path.clone(),
+                pending: self.unindexed.len(),
+                reason: self.index_error.clone().unwrap_or_default(),
+            };
+            for sub in batch.drain(..) {
+                shared
+                    .failures
+                    .fetch_add(sub.events.len() as u64, Ordering::Relaxed);
+                answer(sub.reply, Err(err(())));
+            }
+            return;
+        }
 
-        // 1. Serialise outside the transaction: one bad event fails only its own submission.
-        if self.data.capacity() > DATA_BUFFER_KEEP {
+        // 1. Serialise: one bad event fails only its own submission.
+        if self.data.capacity() > BUFFER_KEEP {
             self.data = Vec::new(); // do not hold on to the memory of one huge batch
+        }
+        if self.buf.capacity() > BUFFER_KEEP {
+            self.buf = Vec::new();
         }
         self.data.clear();
         self.spans.clear();
@@ -546,8 +690,6 @@ impl Writer {
                 }
                 let bytes = (self.data.len() - start).max(ev.session_id.len());
                 if bytes > MAX_FIELD_BYTES {
-                    // Refused here, alone: inside the transaction SQLite's own limit would
-                    // fail the whole group commit, i.e. every other session's statements too.
                     failed = Some(LedgerError::TooLarge {
                         path: path.clone(),
                         kind: ev.data.kind(),
@@ -575,34 +717,59 @@ impl Writer {
         }
         let events = self.spans.len();
 
-        // 2. One transaction for the whole group.
-        match write_group(&self.conn, path, &self.ready, &self.data, &self.spans) {
-            Ok((old_head, new_head)) => {
-                if old_head.seq != self.last_seq {
-                    // Not an error (the chain continues from the file's real head), but one
-                    // ledger file should have one gateway.
-                    tracing::warn!(
-                        path = %path.display(),
-                        expected = self.last_seq,
-                        found = old_head.seq,
-                        "another process appended to the ledger; continuing from its head"
-                    );
-                }
-                self.last_seq = new_head.seq;
+        // 2. Chain and encode.
+        self.buf.clear();
+        let mut head = self.head;
+        let mut rows = Vec::with_capacity(events);
+        let all = self.ready.iter().flat_map(|s| s.events.iter());
+        for (ev, &(start, end)) in all.zip(&self.spans) {
+            let json = &self.data[start..end];
+            let seq = head.seq + 1;
+            let kind = ev.data.kind();
+            let hash = event_hash(&head.hash, seq, ev.ts_us, kind, &ev.session_id, json);
+            let row = Row {
+                seq,
+                ts_us: ev.ts_us,
+                session_id: ev.session_id.clone(),
+                kind: kind.to_string(),
+                data: json.to_vec(),
+                prev: head.hash,
+                hash,
+            };
+            encode(&row, &mut self.buf);
+            rows.push(row);
+            head = Head { seq, hash };
+        }
+
+        // 3. One write (and in strict mode one fsync) for the whole group.
+        let file = &mut self.journals[self.current];
+        let before = file.metadata().map(|m| m.len()).ok();
+        let written = file.write_all(&self.buf).and_then(|()| {
+            if self.strict {
+                file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        match written {
+            Ok(()) => {
+                let first = self.head.seq + 1;
+                self.head = head;
+                self.unindexed.append(&mut rows);
                 let s = shared;
                 s.appended.fetch_add(events as u64, Ordering::Relaxed);
                 s.commits.fetch_add(1, Ordering::Relaxed);
-                s.last_seq.store(new_head.seq, Ordering::Relaxed);
+                s.last_seq.store(head.seq, Ordering::Relaxed);
                 if self.strict {
                     s.syncs.fetch_add(1, Ordering::Relaxed);
                 } else {
+                    // The background thread syncs within one interval.
                     let mut st = lock(&s.sync);
-                    // The background thread picks this up within one interval.
                     if st.pending_since.is_none() {
                         st.pending_since = Some(Instant::now());
                     }
                 }
-                let mut next = old_head.seq + 1;
+                let mut next = first;
                 for sub in self.ready.drain(..) {
                     let first = next;
                     next += sub.events.len() as u64;
@@ -610,13 +777,11 @@ impl Writer {
                 }
             }
             Err(e) => {
-                // Fail closed: nothing of the group is acknowledged. Roll back if the
-                // transaction is still open. The head is read from the file inside every
-                // transaction, so the next group continues exactly where the stored chain
-                // ends, even if COMMIT reported an error after reaching the file.
-                if !self.conn.is_autocommit() {
-                    if let Err(rb) = self.conn.execute_batch("ROLLBACK") {
-                        tracing::error!(path = %path.display(), error = %rb, "ledger rollback failed");
+                // Fail closed: nothing of the group is acknowledged, the head does not move,
+                // and a partial record is cut off so the next group continues cleanly.
+                if let Some(len) = before {
+                    if let Err(t) = file.set_len(len) {
+                        tracing::error!(path = %path.display(), error = %t, "could not cut a failed write off the ledger journal");
                     }
                 }
                 shared.failures.fetch_add(events as u64, Ordering::Relaxed);
@@ -624,12 +789,12 @@ impl Writer {
                     path = %path.display(),
                     error = %e,
                     events,
-                    "ledger commit failed: events not recorded, statements refused"
+                    "ledger journal write failed: events not recorded, statements refused"
                 );
                 let source = Arc::new(e);
                 for sub in self.ready.drain(..) {
-                    let err = LedgerError::Write {
-                        path: path.clone(),
+                    let err = LedgerError::Journal {
+                        path: journal_path(path, self.current),
                         events: sub.events.len(),
                         source: source.clone(),
                     };
@@ -640,61 +805,162 @@ impl Writer {
     }
 }
 
-/// Sends an outcome to a waiting submitter; a detached submission has nobody to tell (its
-/// failures were logged and counted by the caller).
-fn answer(
-    reply: Option<oneshot::Sender<Result<u64, LedgerError>>>,
-    outcome: Result<u64, LedgerError>,
-) {
-    if let Some(reply) = reply {
-        // The receiver is gone if the append future was dropped: nothing to do.
-        let _ = reply.send(outcome);
-    }
+fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
+    buf.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    buf.extend_from_slice(b);
 }
 
-/// Inserts the group in one transaction, chained to the head read inside that transaction
-/// (so the chain continues from what the file holds, whatever happened before); returns the
-/// head before and after.
-fn write_group(
-    conn: &Connection,
-    path: &Path,
-    subs: &[Submission],
-    data: &[u8],
-    spans: &[(usize, usize)],
-) -> rusqlite::Result<(Head, Head)> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let head = schema::load_head(conn, path)?;
-    let mut seq = head.seq;
-    let mut prev = head.hash;
-    {
-        let mut insert = conn.prepare_cached(schema::INSERT)?;
-        let events = subs.iter().flat_map(|s| s.events.iter());
-        for (ev, &(start, end)) in events.zip(spans) {
-            let json = &data[start..end];
-            seq += 1;
-            let kind = ev.data.kind();
-            let hash = event_hash(&prev, seq, ev.ts_us, kind, &ev.session_id, json);
-            insert.execute((
+/// Appends one journal record (see the module documentation for the layout).
+fn encode(row: &Row, buf: &mut Vec<u8>) {
+    let len_at = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    buf.extend_from_slice(&row.seq.to_be_bytes());
+    buf.extend_from_slice(&row.ts_us.to_be_bytes());
+    buf.extend_from_slice(&row.prev);
+    buf.extend_from_slice(&row.hash);
+    put_bytes(buf, row.kind.as_bytes());
+    put_bytes(buf, row.session_id.as_bytes());
+    put_bytes(buf, &row.data);
+    let len = (buf.len() - len_at - 4) as u32;
+    buf[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Decodes the records of a journal file; stops at the first incomplete or malformed one (a
+/// write torn by a power loss).
+fn decode_all(bytes: &[u8]) -> Vec<Row> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (h, t) = b.split_at(n);
+        *b = t;
+        Some(h)
+    }
+    fn u32_at(b: &mut &[u8]) -> Option<usize> {
+        take(b, 4).map(|x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]) as usize)
+    }
+    fn field(b: &mut &[u8]) -> Option<Vec<u8>> {
+        let n = u32_at(b)?;
+        take(b, n).map(<[u8]>::to_vec)
+    }
+    let mut rows = Vec::new();
+    let mut rest = bytes;
+    while let Some(len) = u32_at(&mut rest) {
+        let Some(mut rec) = take(&mut rest, len) else {
+            break;
+        };
+        let row = (|| {
+            let seq = u64::from_be_bytes(take(&mut rec, 8)?.try_into().ok()?);
+            let ts_us = i64::from_be_bytes(take(&mut rec, 8)?.try_into().ok()?);
+            let prev: [u8; 32] = take(&mut rec, 32)?.try_into().ok()?;
+            let hash: [u8; 32] = take(&mut rec, 32)?.try_into().ok()?;
+            let kind = String::from_utf8(field(&mut rec)?).ok()?;
+            let session_id = String::from_utf8(field(&mut rec)?).ok()?;
+            let data = field(&mut rec)?;
+            std::str::from_utf8(&data).ok()?;
+            Some(Row {
                 seq,
-                ev.ts_us,
-                ev.session_id.as_str(),
+                ts_us,
+                session_id,
                 kind,
-                Text(json),
-                &prev[..],
-                &hash[..],
-            ))?;
-            prev = hash;
+                data,
+                prev,
+                hash,
+            })
+        })();
+        match row {
+            Some(r) => rows.push(r),
+            None => break,
         }
     }
-    conn.execute_batch("COMMIT")?;
-    Ok((head, Head { seq, hash: prev }))
+    rows
 }
 
-/// The background thread: every `interval`, commits what detached appends left in the queue,
-/// and (in `Default` durability) fsyncs the WAL if there were commits since the last sync, so a
-/// power loss loses at most that window. On shutdown it does a last sync.
+/// The SQLite side: rows arrive here in large batches.
+struct Index {
+    conn: Connection,
+}
+
+impl Index {
+    fn insert(&mut self, rows: &[Row]) -> rusqlite::Result<()> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = (|| {
+            let mut insert = self.conn.prepare_cached(schema::INSERT)?;
+            for r in rows {
+                insert.execute((
+                    r.seq,
+                    r.ts_us,
+                    r.session_id.as_str(),
+                    r.kind.as_str(),
+                    Text(&r.data),
+                    &r.prev[..],
+                    &r.hash[..],
+                ))?;
+            }
+            Ok(())
+        })();
+        match result.and_then(|()| self.conn.execute_batch("COMMIT")) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if !self.conn.is_autocommit() {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Brings SQLite up to date with the journal (after a crash), empties the journal, and
+    /// returns the chain head.
+    fn replay(&mut self, path: &Path, journals: &[File; 2]) -> Result<Head, LedgerError> {
+        let mut head = schema::load_head(&self.conn, path)
+            .map_err(|e| LedgerError::sqlite(path, "reading the chain head", e))?;
+        let mut rows = Vec::new();
+        for (which, mut f) in journals.iter().enumerate() {
+            let mut bytes = Vec::new();
+            (&mut f)
+                .read_to_end(&mut bytes)
+                .map_err(|_| LedgerError::NotWritable {
+                    path: journal_path(path, which),
+                })?;
+            rows.extend(decode_all(&bytes));
+        }
+        rows.retain(|r| r.seq > head.seq);
+        rows.sort_by_key(|r| r.seq);
+        let mut keep = Vec::new();
+        for r in rows {
+            let continues = r.seq == head.seq + 1
+                && r.prev == head.hash
+                && event_hash(&r.prev, r.seq, r.ts_us, &r.kind, &r.session_id, &r.data) == r.hash;
+            if !continues {
+                tracing::warn!(path = %path.display(), seq = r.seq, "the ledger journal ends with a record that does not continue the chain (torn by a crash?); replay stops there");
+                break;
+            }
+            head = Head {
+                seq: r.seq,
+                hash: r.hash,
+            };
+            keep.push(r);
+        }
+        if !keep.is_empty() {
+            tracing::info!(path = %path.display(), events = keep.len(), "replayed events from the ledger journal");
+            self.insert(&keep)
+                .map_err(|e| LedgerError::sqlite(path, "replaying the journal", e))?;
+        }
+        for (which, f) in journals.iter().enumerate() {
+            f.set_len(0).map_err(|_| LedgerError::NotWritable {
+                path: journal_path(path, which),
+            })?;
+        }
+        Ok(head)
+    }
+}
+
+/// The background thread: every `interval`, writes what detached appends left in the queue,
+/// fsyncs the journal if there were writes since the last sync (`Default` durability: a
+/// power loss loses at most that window), and indexes the journal into SQLite. On shutdown
+/// it does all three one last time.
 fn run_background(shared: &Shared) {
-    let mut file: Option<File> = None;
     loop {
         let shutdown = {
             let st = lock(&shared.sync);
@@ -712,40 +978,82 @@ fn run_background(shared: &Shared) {
         if !shutdown {
             shared.lead();
         }
-        if let Some(wal) = &shared.wal {
-            // Everything committed up to now is covered by the fsync below; a later commit
-            // sets pending_since again and gets the next one.
-            if lock(&shared.sync).pending_since.take().is_some() {
-                sync_wal(shared, wal, &mut file);
+        if !shared.strict && lock(&shared.sync).pending_since.take().is_some() {
+            let mut ok = true;
+            for f in &shared.journal_files {
+                if let Err(e) = f.sync_data() {
+                    ok = false;
+                    shared.sync_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(path = %shared.path.display(), error = %e, "fsync of the ledger journal failed: recent events may not survive a power loss");
+                }
+            }
+            if ok {
+                shared.syncs.fetch_add(1, Ordering::Relaxed);
             }
         }
+        shared.index_step();
         if shutdown {
+            // Everything written is indexed once the other file is clean too.
+            shared.index_step();
             return;
         }
     }
 }
 
-fn sync_wal(shared: &Shared, wal: &Path, file: &mut Option<File>) {
-    if file.is_none() {
-        match std::fs::OpenOptions::new().write(true).open(wal) {
-            Ok(f) => *file = Some(f),
-            Err(e) => {
-                shared.sync_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(wal = %wal.display(), error = %e, "could not open the ledger WAL to sync it; will retry");
-                return;
-            }
-        }
+/// Pragmas of the index connection.
+fn configure(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
+    conn.busy_timeout(schema::BUSY_TIMEOUT)
+        .map_err(|e| LedgerError::sqlite(path, "setting busy_timeout", e))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| schema::write_error(path, "switching to WAL mode", e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(LedgerError::NoWal {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
-    if let Some(f) = file {
-        match f.sync_data() {
-            Ok(()) => {
-                shared.syncs.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(e) => {
-                shared.sync_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(wal = %wal.display(), error = %e, "fsync of the ledger WAL failed: recent events may not survive a power loss");
-                *file = None;
-            }
-        }
+    // FULL: an index commit is synced before the journal records it covers are dropped.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(|e| LedgerError::sqlite(path, "setting synchronous", e))?;
+    // Checkpoints run inside a COMMIT on this thread, each with two fsyncs. Fewer, larger
+    // ones (every ~40 MB of WAL instead of SQLite's ~4 MB) cost less in total, because a page
+    // rewritten by many commits (the right edge of the table) is copied once: measured +45% appends/s
+    // with 64 appenders and a third of the p99 latency (examples/append_bench.rs).
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+        .map_err(|e| LedgerError::sqlite(path, "setting wal_autocheckpoint", e))?;
+    // After a checkpoint that a long reader held back, shrink the WAL file again.
+    conn.pragma_update(None, "journal_size_limit", JOURNAL_SIZE_LIMIT)
+        .map_err(|e| LedgerError::sqlite(path, "setting journal_size_limit", e))?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)
+        .map_err(|e| LedgerError::sqlite(path, "setting cache_size", e))?;
+    Ok(())
+}
+
+/// Best-effort fsync of a directory (makes newly created entries durable on Linux).
+fn sync_dir(dir: &Path) {
+    if let Err(e) = File::open(dir).and_then(|d| d.sync_all()) {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not sync the ledger folder");
+    }
+}
+
+/// Binds already-valid UTF-8 bytes (serde_json output) as TEXT without re-checking them.
+struct Text<'a>(&'a [u8]);
+
+impl ToSql for Text<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.0)))
+    }
+}
+
+/// Sends an outcome to a waiting submitter; a detached submission has nobody to tell (its
+/// failures were logged and counted by the caller).
+fn answer(
+    reply: Option<oneshot::Sender<Result<u64, LedgerError>>>,
+    outcome: Result<u64, LedgerError>,
+) {
+    if let Some(reply) = reply {
+        // The receiver is gone if the append future was dropped: nothing to do.
+        let _ = reply.send(outcome);
     }
 }

@@ -295,25 +295,68 @@ fn ledger_failure_refuses_statements_and_recovers() {
             .await
             .expect("connect through the gateway");
         tokio::spawn(conn);
-        assert_eq!(client.query_one("SELECT 1::int", &[]).await.expect("q").get::<_, i32>(0), 1);
+        assert_eq!(
+            client
+                .query_one("SELECT 1::int", &[])
+                .await
+                .expect("q")
+                .get::<_, i32>(0),
+            1
+        );
 
-        // Break the store: every insert into the ledger now fails.
-        let db = rusqlite::Connection::open(gw.ledger_path()).expect("open ledger");
-        db.busy_timeout(Duration::from_secs(5)).expect("busy");
-        db.execute_batch("CREATE TRIGGER broken BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END;")
-            .expect("install trigger");
+        // Break the store for real: the ledger journal becomes immutable (even for root).
+        let chattr = |flag: &str| {
+            for j in ["ledger.db-journal-a", "ledger.db-journal-b"] {
+                let p = gw.dir.path().join("data").join(j);
+                let o = std::process::Command::new("chattr")
+                    .arg(flag)
+                    .arg(&p)
+                    .output()
+                    .expect("chattr (e2fsprogs) is needed: apt-get install -y e2fsprogs");
+                assert!(
+                    o.status.success(),
+                    "chattr {flag} {}: {}",
+                    p.display(),
+                    stderr(&o)
+                );
+            }
+        };
+        chattr("+i");
 
-        let simple = client.simple_query("CREATE TABLE must_not_exist (id int)").await;
-        let Err(err) = simple else { panic!("must be refused") };
+        let simple = client
+            .simple_query("CREATE TABLE must_not_exist (id int)")
+            .await;
+        let Err(err) = simple else {
+            panic!("must be refused")
+        };
         let db_err = err.as_db_error().expect("db error");
         assert_eq!(db_err.code().code(), "58030");
-        assert!(db_err.message().contains("fail closed"), "{}", db_err.message());
-        let extended = client.execute("CREATE TABLE must_not_exist_either (id int)", &[]).await;
-        assert_eq!(extended.err().and_then(|e| e.as_db_error().map(|d| d.code().code().to_string())).as_deref(), Some("58030"));
+        assert!(
+            db_err.message().contains("fail closed"),
+            "{}",
+            db_err.message()
+        );
+        let extended = client
+            .execute("CREATE TABLE must_not_exist_either (id int)", &[])
+            .await;
+        assert_eq!(
+            extended
+                .err()
+                .and_then(|e| e.as_db_error().map(|d| d.code().code().to_string()))
+                .as_deref(),
+            Some("58030")
+        );
 
-        db.execute_batch("DROP TRIGGER broken").expect("drop trigger");
+        chattr("-i");
         // The same session works again.
-        assert_eq!(client.query_one("SELECT 2::int", &[]).await.expect("q").get::<_, i32>(0), 2);
+        assert_eq!(
+            client
+                .query_one("SELECT 2::int", &[])
+                .await
+                .expect("q")
+                .get::<_, i32>(0),
+            2
+        );
     });
     let exists = ok(psql_direct(
         &cluster,

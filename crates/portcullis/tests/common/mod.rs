@@ -287,8 +287,19 @@ key_hash = "{key_hash}"
         }
     }
 
+    /// Every event, once the gateway has indexed what it acknowledged: readers see events
+    /// within one sync interval (5 ms), so this waits until the count holds still for 30 ms.
     pub fn events(&self) -> Vec<StoredEvent> {
         let r = LedgerReader::open(&self.ledger_path()).expect("open ledger");
+        let mut count = r.count().expect("count");
+        loop {
+            std::thread::sleep(Duration::from_millis(30));
+            let now = r.count().expect("count");
+            if now == count {
+                break;
+            }
+            count = now;
+        }
         r.after(0, usize::MAX >> 1).expect("read ledger")
     }
 
