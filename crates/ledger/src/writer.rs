@@ -301,6 +301,7 @@ impl Ledger {
             queue: Mutex::new(Queue::default()),
             writer: Mutex::new(Some(Writer {
                 journals,
+                lens: [0, 0],
                 current: 0,
                 other_dirty: false,
                 strict,
@@ -589,9 +590,12 @@ impl Shared {
                 let mut guard = lock(&self.writer);
                 if let Some(w) = guard.as_mut() {
                     w.index_error = None;
-                    if old.is_some() {
+                    if let Some(old) = old {
                         match emptied {
-                            Ok(()) => w.other_dirty = false,
+                            Ok(()) => {
+                                w.other_dirty = false;
+                                w.lens[old] = 0;
+                            }
                             Err(e) => {
                                 tracing::warn!(path = %self.path.display(), error = %e, "could not empty an indexed journal file; will retry")
                             }
@@ -602,6 +606,7 @@ impl Shared {
                         let other = 1 - w.current;
                         if self.journal_files[other].set_len(0).is_ok() {
                             w.other_dirty = false;
+                            w.lens[other] = 0;
                         }
                     }
                 }
@@ -613,11 +618,9 @@ impl Shared {
                     let mut rows = rows;
                     rows.append(&mut w.unindexed);
                     w.unindexed = rows;
+                    // If we switched, writes go on into the new file; the old one keeps its
+                    // records (other_dirty) until a later step indexes them.
                     w.index_error = Some(e.to_string());
-                    if let Some(old) = old {
-                        // Keep writing to the new file; the old one stays as it is.
-                        let _ = old;
-                    }
                 }
             }
         }
@@ -626,6 +629,8 @@ impl Shared {
 
 struct Writer {
     journals: [File; 2],
+    /// Bytes in each journal file (kept here: no stat on the hot path).
+    lens: [u64; 2],
     /// Which journal file takes new records.
     current: usize,
     /// The other file still holds records that are not known to be in SQLite.
@@ -743,7 +748,7 @@ impl Writer {
 
         // 3. One write (and in strict mode one fsync) for the whole group.
         let file = &mut self.journals[self.current];
-        let before = file.metadata().map(|m| m.len()).ok();
+        let before = self.lens[self.current];
         let written = file.write_all(&self.buf).and_then(|()| {
             if self.strict {
                 file.sync_data()
@@ -755,6 +760,7 @@ impl Writer {
             Ok(()) => {
                 let first = self.head.seq + 1;
                 self.head = head;
+                self.lens[self.current] += self.buf.len() as u64;
                 self.unindexed.append(&mut rows);
                 let s = shared;
                 s.appended.fetch_add(events as u64, Ordering::Relaxed);
@@ -779,10 +785,8 @@ impl Writer {
             Err(e) => {
                 // Fail closed: nothing of the group is acknowledged, the head does not move,
                 // and a partial record is cut off so the next group continues cleanly.
-                if let Some(len) = before {
-                    if let Err(t) = file.set_len(len) {
-                        tracing::error!(path = %path.display(), error = %t, "could not cut a failed write off the ledger journal");
-                    }
+                if let Err(t) = file.set_len(before) {
+                    tracing::error!(path = %path.display(), error = %t, "could not cut a failed write off the ledger journal");
                 }
                 shared.failures.fetch_add(events as u64, Ordering::Relaxed);
                 tracing::error!(
