@@ -321,6 +321,15 @@ fn ledger_failure_refuses_statements_and_recovers() {
                 );
             }
         };
+        // An open transaction: the refusal must not let half of it commit.
+        client
+            .batch_execute("CREATE TABLE kept (n int)")
+            .await
+            .expect("create");
+        client
+            .batch_execute("BEGIN; INSERT INTO kept VALUES (1)")
+            .await
+            .expect("begin");
         chattr("+i");
 
         let simple = client
@@ -331,31 +340,43 @@ fn ledger_failure_refuses_statements_and_recovers() {
         };
         let db_err = err.as_db_error().expect("db error");
         assert_eq!(db_err.code().code(), "58030");
+        assert_eq!(db_err.severity(), "FATAL", "the session ends");
         assert!(
             db_err.message().contains("fail closed"),
             "{}",
             db_err.message()
         );
-        let extended = client
-            .execute("CREATE TABLE must_not_exist_either (id int)", &[])
-            .await;
-        assert_eq!(
-            extended
-                .err()
-                .and_then(|e| e.as_db_error().map(|d| d.code().code().to_string()))
-                .as_deref(),
-            Some("58030")
-        );
+
+        // While the ledger is broken, new sessions are refused too.
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(gw.port)
+            .user(&gw.agent.name)
+            .password(&gw.agent.key)
+            .dbname(DB);
+        let connect = || config.connect(tokio_postgres::NoTls);
+        let Err(err) = connect().await else {
+            panic!("a new session must be refused")
+        };
+        let message = err
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert!(message.contains("fail closed"), "{err:?}");
 
         chattr("-i");
-        // The same session works again.
+        // Service resumes with a new session; the old transaction was rolled back.
+        let (client, conn) = connect().await.expect("connect after repair");
+        tokio::spawn(conn);
         assert_eq!(
             client
-                .query_one("SELECT 2::int", &[])
+                .query_one("SELECT count(*) FROM kept", &[])
                 .await
                 .expect("q")
-                .get::<_, i32>(0),
-            2
+                .get::<_, i64>(0),
+            0,
+            "the open transaction was rolled back, not half committed"
         );
     });
     let exists = ok(psql_direct(

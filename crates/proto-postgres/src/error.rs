@@ -11,6 +11,8 @@ pub enum PgError {
     },
     #[error("protocol violation by the client: {0}")]
     ClientProtocol(String),
+    #[error("the ledger refused the session's statements (fail closed): {0}")]
+    LedgerRefused(String),
     #[error("protocol violation by the target: {0}")]
     UpstreamProtocol(String),
     #[error("TLS setup failed: {0}")]

@@ -4,12 +4,23 @@
 //! sent, turns every simple Query, extended-protocol Execute and FunctionCall into a ledger
 //! `statement` event, waits until the ledger has taken them (durable per the configured
 //! mode), and only then forwards the bytes. If the ledger refuses, the statements are not
-//! forwarded (fail closed) and the client gets an error in protocol order.
+//! forwarded (fail closed): the client gets a FATAL error and the session ends, so the
+//! target rolls back whatever transaction was open rather than committing half of it.
 //!
 //! [`Relay::on_server_data`] frames what the target answers, matches completions, errors and
 //! ReadyForQuery to the pending statements in order, and writes `result` events. DataRow and
 //! CopyData bodies are never parsed: only their 5-byte headers are read, and they are streamed
 //! without buffering whole messages.
+//!
+//! **Which SQL an Execute runs.** The relay keeps its own view of the client's prepared
+//! statements and portals, updated as Parse, Bind and Close go by and corrected by the
+//! target's answers (ParseComplete, BindComplete, CloseComplete; an error undoes what the
+//! target skipped). Within one pipeline segment (up to Sync) that view is exact: if an earlier
+//! message fails, the target skips the Execute too. Across segments it is not, until the
+//! target has answered; so a message that names a statement or portal touched by a segment
+//! still in flight is held until that answer arrives. SQL-level `DEALLOCATE`/`DISCARD` empty
+//! the view (an Execute of a statement the relay does not know is recorded as such, never as
+//! some other SQL).
 
 use crate::cancel::CancelGuard;
 use crate::error::PgError;
@@ -21,6 +32,7 @@ use bytes::BytesMut;
 use portcullis_core::{EventData, NewEvent, Outcome, ParamValue, Principal};
 use portcullis_ledger::Ledger;
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
@@ -30,6 +42,11 @@ const MAX_RECORDED_PARAM: usize = 64 * 1024;
 /// Largest message the target may send that the relay buffers whole (everything but DataRow
 /// and CopyData, which are streamed).
 const MAX_BUFFERED_SERVER_MESSAGE: usize = 1 << 30;
+/// Statement text gathered for one ledger round; past it the rest waits for the next round,
+/// so a client cannot make the relay copy one huge statement thousands of times at once.
+const MAX_DRAFT_BYTES_PER_ROUND: usize = 16 * 1024 * 1024;
+/// Describe-statement names remembered while their ParameterDescription is awaited.
+const MAX_DESCRIBES: usize = 10_000;
 
 pub struct SessionInfo {
     pub session_id: String,
@@ -39,15 +56,30 @@ pub struct SessionInfo {
     pub started: Instant,
 }
 
+#[derive(Clone)]
 struct Prepared {
-    sql: std::sync::Arc<str>,
+    sql: Arc<str>,
     param_types: Vec<u32>,
 }
 
+#[derive(Clone)]
 struct Portal {
     statement: String,
-    sql: std::sync::Arc<str>,
-    params: Vec<ParamValue>,
+    sql: Arc<str>,
+    params: Arc<Vec<ParamValue>>,
+}
+
+/// A change to the relay's view of statements/portals, awaiting the target's confirmation.
+struct Op {
+    /// Pipeline segment of the client message (number of Syncs sent before it).
+    segment: u64,
+    target: OpTarget,
+}
+
+enum OpTarget {
+    /// (name, value before the message, value the target has if it succeeds)
+    Statement(String, Option<Prepared>, Option<Prepared>),
+    Portal(String, Option<Portal>, Option<Portal>),
 }
 
 /// What the relay waits for from the target, in protocol order.
@@ -66,25 +98,18 @@ enum Pending {
         counted: u64,
     },
     Sync {
-        /// An error the gateway owes the client for this segment (a refused Execute).
-        inject: Option<ErrorFields>,
-        saw_error: bool,
+        segment: u64,
     },
-    /// A refused simple query: the client gets this error and ReadyForQuery in its turn.
-    Refused(ErrorFields),
-}
-
-#[derive(Clone, Copy)]
-enum StmtKind {
-    Query,
-    Execute,
-    FunctionCall,
+    /// The client ended a COPY (CopyDone/CopyFail) before the target said it was copying.
+    CopyEnd,
 }
 
 enum Item {
     Forward(BytesMut),
-    Sync(BytesMut),
-    Statement { msg: BytesMut, kind: StmtKind },
+    /// A Sync and the segment it closes.
+    Sync(BytesMut, u64),
+    Statement(BytesMut, bool),
+    CopyEnd(BytesMut),
 }
 
 struct Draft {
@@ -112,13 +137,18 @@ pub struct Relay {
     c_stream_left: usize,
     statements: HashMap<String, Prepared>,
     portals: HashMap<String, Portal>,
-    skip_until_sync: bool,
-    pending_injection: Option<ErrorFields>,
+    /// Changes to `statements`/`portals` the target has not confirmed yet, in message order.
+    ops: VecDeque<Op>,
+    /// Syncs the client has sent.
+    segment: u64,
+    /// Why client messages wait for the target (a name touched by a segment in flight).
+    held: Option<String>,
     describe_fifo: VecDeque<String>,
+    /// The target is in copy-in mode and the client has not ended it yet.
+    copy_in: bool,
     // target → client
     s_stream_left: usize,
     queue: VecDeque<Pending>,
-    tx_status: u8,
     forwarded: u64,
 }
 
@@ -147,12 +177,13 @@ impl Relay {
             c_stream_left: 0,
             statements: HashMap::new(),
             portals: HashMap::new(),
-            skip_until_sync: false,
-            pending_injection: None,
+            ops: VecDeque::new(),
+            segment: 0,
+            held: None,
             describe_fifo: VecDeque::new(),
+            copy_in: false,
             s_stream_left: 0,
             queue: VecDeque::new(),
-            tx_status: b'I',
             forwarded: 0,
         }
     }
@@ -166,12 +197,18 @@ impl Relay {
                 }
             }
             tokio::select! {
-                r = self.client.read_buf(&mut self.cbuf) => match r {
+                r = self.client.read_buf(&mut self.cbuf), if self.held.is_none() => match r {
                     Ok(0) => break "client disconnected".into(),
                     Ok(_) => match self.on_client_data().await {
                         Ok(Flow::Continue) => {}
                         Ok(Flow::Terminate) => break "client terminated the session".into(),
                         Err(e) => {
+                            if let PgError::LedgerRefused(reason) = &e {
+                                let mut out = BytesMut::new();
+                                ledger_refusal(reason, "FATAL").encode(&mut out);
+                                let _ = self.client.write_all(&out).await;
+                                let _ = self.client.flush().await;
+                            }
                             if let PgError::ClientProtocol(detail) = &e {
                                 self.ledger.append_detached(vec![NewEvent::new(
                                     self.info.session_id.clone(),
@@ -195,6 +232,23 @@ impl Relay {
                     Ok(_) => {
                         if let Err(e) = self.on_server_data().await {
                             break e.to_string();
+                        }
+                        // Messages held for the target's answer to an earlier segment.
+                        if self.held.is_some() {
+                            self.held = None;
+                            match self.on_client_data().await {
+                                Ok(Flow::Continue) => {}
+                                Ok(Flow::Terminate) => break "client terminated the session".into(),
+                                Err(e) => {
+                                    if let PgError::LedgerRefused(reason) = &e {
+                                        let mut out = BytesMut::new();
+                                        ledger_refusal(reason, "FATAL").encode(&mut out);
+                                        let _ = self.client.write_all(&out).await;
+                                        let _ = self.client.flush().await;
+                                    }
+                                    break e.to_string();
+                                }
+                            }
                         }
                     }
                     Err(e) => break format!("target connection error: {e}"),
@@ -263,6 +317,7 @@ impl Relay {
     async fn on_client_data(&mut self) -> Result<Flow, PgError> {
         let mut items = Vec::new();
         let mut drafts: Vec<Draft> = Vec::new();
+        let mut draft_bytes = 0usize;
         let mut terminate = false;
         loop {
             if self.c_stream_left > 0 {
@@ -274,7 +329,7 @@ impl Relay {
                 self.c_stream_left -= n;
                 continue;
             }
-            if self.cbuf.len() < 5 {
+            if self.cbuf.len() < 5 || draft_bytes > MAX_DRAFT_BYTES_PER_ROUND {
                 break;
             }
             let tag = self.cbuf[0];
@@ -297,6 +352,10 @@ impl Relay {
                 self.cbuf.reserve(total - self.cbuf.len());
                 break;
             }
+            if let Some(name) = self.must_wait(tag, &self.cbuf[5..total]) {
+                self.held = Some(name);
+                break;
+            }
             let msg = self.cbuf.split_to(total);
             let body = &msg[5..];
             match tag {
@@ -304,16 +363,14 @@ impl Relay {
                     let text = Reader::new(body)
                         .cstr()
                         .ok_or_else(|| bad("Query without a terminated string"))?;
+                    draft_bytes += text.len();
                     drafts.push(Draft {
                         text,
                         mode: "simple",
                         statement_name: None,
                         params: vec![],
                     });
-                    items.push(Item::Statement {
-                        msg,
-                        kind: StmtKind::Query,
-                    });
+                    items.push(Item::Statement(msg, false));
                 }
                 b'P' => {
                     self.on_parse(body)?;
@@ -332,7 +389,7 @@ impl Relay {
                             text: p.sql.to_string(),
                             mode: "extended",
                             statement_name: Some(p.statement.clone()),
-                            params: p.params.clone(),
+                            params: p.params.as_ref().clone(),
                         },
                         None => Draft {
                             text: format!("<execute of unknown portal {portal:?}>"),
@@ -341,11 +398,9 @@ impl Relay {
                             params: vec![],
                         },
                     };
+                    draft_bytes += draft.text.len();
                     drafts.push(draft);
-                    items.push(Item::Statement {
-                        msg,
-                        kind: StmtKind::Execute,
-                    });
+                    items.push(Item::Statement(msg, true));
                 }
                 b'F' => {
                     let oid = Reader::new(body)
@@ -357,15 +412,15 @@ impl Relay {
                         statement_name: None,
                         params: vec![],
                     });
-                    items.push(Item::Statement {
-                        msg,
-                        kind: StmtKind::FunctionCall,
-                    });
+                    items.push(Item::Statement(msg, false));
                 }
                 b'D' => {
                     let mut r = Reader::new(body);
                     if r.u8() == Some(b'S') {
                         if let Some(name) = r.cstr() {
+                            if self.describe_fifo.len() >= MAX_DESCRIBES {
+                                self.describe_fifo.pop_front();
+                            }
                             self.describe_fifo.push_back(name);
                         }
                     }
@@ -373,18 +428,31 @@ impl Relay {
                 }
                 b'C' => {
                     let mut r = Reader::new(body);
+                    let segment = self.segment;
                     match (r.u8(), r.cstr()) {
                         (Some(b'S'), Some(name)) => {
-                            self.statements.remove(&name);
+                            let before = self.statements.remove(&name);
+                            self.ops.push_back(Op {
+                                segment,
+                                target: OpTarget::Statement(name, before, None),
+                            });
                         }
                         (Some(b'P'), Some(name)) => {
-                            self.portals.remove(&name);
+                            let before = self.portals.remove(&name);
+                            self.ops.push_back(Op {
+                                segment,
+                                target: OpTarget::Portal(name, before, None),
+                            });
                         }
-                        _ => {}
+                        _ => return Err(bad("Close of neither a statement nor a portal")),
                     }
                     items.push(Item::Forward(msg));
                 }
-                b'S' => items.push(Item::Sync(msg)),
+                b'S' => {
+                    items.push(Item::Sync(msg, self.segment));
+                    self.segment += 1;
+                }
+                b'c' | b'f' => items.push(Item::CopyEnd(msg)),
                 b'X' => {
                     terminate = true;
                     break;
@@ -393,13 +461,16 @@ impl Relay {
             }
         }
 
-        // Record before forwarding.
-        let recorded: Result<u64, String> = if drafts.is_empty() {
-            Ok(0)
+        // Record before forwarding. If the ledger refuses, nothing of this round goes out and
+        // the session ends (the caller sends the FATAL error).
+        let first = if drafts.is_empty() {
+            0
         } else {
+            let mut forget_statements = false;
             let events = drafts
                 .into_iter()
                 .map(|d| {
+                    forget_statements |= resets_prepared_statements(&d.text);
                     NewEvent::new(
                         self.info.session_id.clone(),
                         EventData::Statement {
@@ -417,77 +488,59 @@ impl Relay {
                     )
                 })
                 .collect();
-            self.ledger.append(events).await.map_err(|e| {
+            let first = self.ledger.append(events).await.map_err(|e| {
                 tracing::error!(session = %self.info.session_id, "ledger refused statements: {e}");
-                e.to_string()
-            })
+                PgError::LedgerRefused(e.to_string())
+            })?;
+            if forget_statements {
+                // DEALLOCATE/DISCARD may have removed statements the relay still knows: forget
+                // them all, so an Execute is recorded as unknown rather than as stale SQL.
+                self.statements.clear();
+            }
+            first
         };
 
         let mut out = BytesMut::new();
-        let mut results = Vec::new();
-        let mut index = 0u64;
+        let mut seq = first;
         for item in items {
             match item {
-                Item::Forward(b) => {
-                    if !self.skip_until_sync {
-                        out.extend_from_slice(&b)
-                    }
-                }
-                Item::Sync(b) => {
-                    self.skip_until_sync = false;
+                Item::Forward(b) => out.extend_from_slice(&b),
+                Item::Sync(b, segment) => {
                     out.extend_from_slice(&b);
-                    self.queue.push_back(Pending::Sync {
-                        inject: self.pending_injection.take(),
-                        saw_error: false,
-                    });
+                    // The target ignores a Sync sent during copy-in: it gets no ReadyForQuery.
+                    if !self.copy_in {
+                        self.queue.push_back(Pending::Sync { segment });
+                    }
                 }
-                Item::Statement { msg, kind } => {
-                    let seq = recorded.as_ref().map(|first| first + index);
-                    index += 1;
-                    if self.skip_until_sync {
-                        if let Ok(seq) = seq {
-                            results.push(self.result(
-                                seq,
-                                Outcome::Skipped,
-                                vec![],
-                                0,
-                                None,
-                                Instant::now(),
-                            ));
-                        }
-                        continue;
+                Item::CopyEnd(b) => {
+                    out.extend_from_slice(&b);
+                    if self.copy_in {
+                        self.copy_in = false;
+                    } else {
+                        self.queue.push_back(Pending::CopyEnd);
                     }
-                    match (seq, kind) {
-                        (Ok(seq), StmtKind::Execute) => {
-                            out.extend_from_slice(&msg);
-                            self.forwarded += 1;
-                            self.queue.push_back(Pending::Execute {
-                                seq,
-                                start: Instant::now(),
-                                counted: 0,
-                            });
+                }
+                Item::Statement(msg, execute) => {
+                    out.extend_from_slice(&msg);
+                    self.forwarded += 1;
+                    let start = Instant::now();
+                    self.queue.push_back(if execute {
+                        Pending::Execute {
+                            seq,
+                            start,
+                            counted: 0,
                         }
-                        (Ok(seq), StmtKind::Query | StmtKind::FunctionCall) => {
-                            out.extend_from_slice(&msg);
-                            self.forwarded += 1;
-                            self.queue.push_back(Pending::Query {
-                                seq,
-                                start: Instant::now(),
-                                tags: vec![],
-                                rows: 0,
-                                counted: 0,
-                                error: None,
-                            });
+                    } else {
+                        Pending::Query {
+                            seq,
+                            start,
+                            tags: vec![],
+                            rows: 0,
+                            counted: 0,
+                            error: None,
                         }
-                        (Err(reason), StmtKind::Execute) => {
-                            self.pending_injection = Some(ledger_refusal(reason, "ERROR"));
-                            self.skip_until_sync = true;
-                        }
-                        (Err(reason), StmtKind::Query | StmtKind::FunctionCall) => {
-                            self.queue
-                                .push_back(Pending::Refused(ledger_refusal(reason, "ERROR")));
-                        }
-                    }
+                    });
+                    seq += 1;
                 }
             }
         }
@@ -501,23 +554,46 @@ impl Relay {
                 .map_err(PgError::upstream_io)?;
             self.server.flush().await.map_err(PgError::upstream_io)?;
         }
-        let mut to_client = BytesMut::new();
-        self.drain_refused(&mut to_client);
-        if !to_client.is_empty() {
-            self.client
-                .write_all(&to_client)
-                .await
-                .map_err(PgError::client_io)?;
-            self.client.flush().await.map_err(PgError::client_io)?;
-        }
-        if !results.is_empty() {
-            self.ledger.append_detached(results);
-        }
         Ok(if terminate {
             Flow::Terminate
         } else {
             Flow::Continue
         })
+    }
+
+    /// Whether a message names a statement or portal that a segment still in flight changes:
+    /// then the target's answer decides which SQL it means, and the relay must wait for it.
+    fn must_wait(&self, tag: u8, body: &[u8]) -> Option<String> {
+        if self.ops.is_empty() {
+            return None;
+        }
+        let mut r = Reader::new(body);
+        let (portal, statement) = match tag {
+            b'P' => (None, r.cstr()),
+            b'B' => {
+                let p = r.cstr();
+                (p, r.cstr())
+            }
+            b'E' => (r.cstr(), None),
+            b'C' | b'D' => match (r.u8(), r.cstr()) {
+                (Some(b'S'), s) => (None, s),
+                (Some(b'P'), p) => (p, None),
+                _ => (None, None),
+            },
+            _ => return None,
+        };
+        self.ops
+            .iter()
+            .filter(|op| op.segment < self.segment)
+            .find_map(|op| match &op.target {
+                OpTarget::Statement(n, ..) if statement.as_deref() == Some(n) => {
+                    Some(format!("statement {n:?}"))
+                }
+                OpTarget::Portal(n, ..) if portal.as_deref() == Some(n) => {
+                    Some(format!("portal {n:?}"))
+                }
+                _ => None,
+            })
     }
 
     fn on_parse(&mut self, body: &[u8]) -> Result<(), PgError> {
@@ -530,21 +606,27 @@ impl Relay {
             .ok_or_else(|| bad("Parse without a query string"))?;
         let n = r
             .i16()
-            .ok_or_else(|| bad("Parse without a parameter count"))?;
-        let mut param_types = Vec::with_capacity(n.max(0) as usize);
-        for _ in 0..n.max(0) {
+            .ok_or_else(|| bad("Parse without a parameter count"))? as u16;
+        let mut param_types = Vec::with_capacity(n as usize);
+        for _ in 0..n {
             param_types.push(
                 r.u32()
                     .ok_or_else(|| bad("Parse with fewer parameter types than announced"))?,
             );
         }
-        self.statements.insert(
-            name,
-            Prepared {
-                sql: sql.into(),
-                param_types,
-            },
-        );
+        let new = Prepared {
+            sql: sql.into(),
+            param_types,
+        };
+        let before = self.statements.get(&name).cloned();
+        // As the target does: a named statement that exists is not replaced (error 42P05).
+        if name.is_empty() || before.is_none() {
+            self.statements.insert(name.clone(), new.clone());
+        }
+        self.ops.push_back(Op {
+            segment: self.segment,
+            target: OpTarget::Statement(name, before, Some(new)),
+        });
         Ok(())
     }
 
@@ -554,10 +636,7 @@ impl Relay {
         let statement = r
             .cstr()
             .ok_or_else(|| bad("Bind without a statement name"))?;
-        let nfmt = r
-            .i16()
-            .ok_or_else(|| bad("Bind without format codes"))?
-            .max(0) as usize;
+        let nfmt = r.i16().ok_or_else(|| bad("Bind without format codes"))? as u16 as usize;
         let mut formats = Vec::with_capacity(nfmt);
         for _ in 0..nfmt {
             formats.push(
@@ -565,11 +644,10 @@ impl Relay {
                     .ok_or_else(|| bad("Bind with fewer format codes than announced"))?,
             );
         }
-        let nparams = r
-            .i16()
-            .ok_or_else(|| bad("Bind without a parameter count"))?
-            .max(0) as usize;
-        let (sql, types): (std::sync::Arc<str>, &[u32]) = match self.statements.get(&statement) {
+        let nparams =
+            r.i16()
+                .ok_or_else(|| bad("Bind without a parameter count"))? as u16 as usize;
+        let (sql, types): (Arc<str>, &[u32]) = match self.statements.get(&statement) {
             Some(p) => (p.sql.clone(), &p.param_types),
             None => (
                 format!("<unknown prepared statement {statement:?}>").into(),
@@ -611,15 +689,76 @@ impl Relay {
                 value,
             });
         }
-        self.portals.insert(
-            portal,
-            Portal {
-                statement,
-                sql,
-                params,
-            },
-        );
+        let new = Portal {
+            statement,
+            sql,
+            params: Arc::new(params),
+        };
+        let before = self.portals.get(&portal).cloned();
+        // As the target does: a named portal that exists is not replaced (error 42P03).
+        if portal.is_empty() || before.is_none() {
+            self.portals.insert(portal.clone(), new.clone());
+        }
+        self.ops.push_back(Op {
+            segment: self.segment,
+            target: OpTarget::Portal(portal, before, Some(new)),
+        });
         Ok(())
+    }
+
+    /// ParseComplete / BindComplete / CloseComplete: the oldest pending change happened.
+    fn confirm_op(&mut self) {
+        if let Some(op) = self.ops.pop_front() {
+            match op.target {
+                OpTarget::Statement(name, _, new) => match new {
+                    Some(p) => {
+                        self.statements.insert(name, p);
+                    }
+                    None => {
+                        self.statements.remove(&name);
+                    }
+                },
+                OpTarget::Portal(name, _, new) => match new {
+                    Some(p) => {
+                        self.portals.insert(name, p);
+                    }
+                    None => {
+                        self.portals.remove(&name);
+                    }
+                },
+            }
+        }
+    }
+
+    /// A segment ended: changes the target did not confirm did not happen (an error made it
+    /// skip them). Undone newest first.
+    fn undo_ops_through(&mut self, segment: u64) {
+        let n = self
+            .ops
+            .iter()
+            .take_while(|op| op.segment <= segment)
+            .count();
+        let undone: Vec<Op> = self.ops.drain(..n).collect();
+        for op in undone.into_iter().rev() {
+            match op.target {
+                OpTarget::Statement(name, before, _) => match before {
+                    Some(p) => {
+                        self.statements.insert(name, p);
+                    }
+                    None => {
+                        self.statements.remove(&name);
+                    }
+                },
+                OpTarget::Portal(name, before, _) => match before {
+                    Some(p) => {
+                        self.portals.insert(name, p);
+                    }
+                    None => {
+                        self.portals.remove(&name);
+                    }
+                },
+            }
+        }
     }
 
     /// Frames target bytes, completes pending statements, forwards to the client.
@@ -674,14 +813,12 @@ impl Relay {
             let msg = self.sbuf.split_to(total);
             let body = &msg[5..];
             match tag {
-                b'C' | b'I' => {
-                    let tag_text = if tag == b'C' {
-                        Reader::new(body).cstr().unwrap_or_default()
-                    } else {
-                        String::new()
-                    };
-                    self.on_complete(tag_text, &mut results);
+                b'1' | b'2' | b'3' => self.confirm_op(),
+                b'C' => {
+                    let tag_text = Reader::new(body).cstr().unwrap_or_default();
+                    self.on_complete(Some(tag_text), &mut results);
                 }
+                b'I' => self.on_complete(None, &mut results),
                 b's' => {
                     if let Some(Pending::Execute { .. }) = self.queue.front() {
                         if let Some(Pending::Execute {
@@ -702,18 +839,15 @@ impl Relay {
                     }
                 }
                 b'E' => self.on_error(ErrorFields::parse(body), &mut results),
+                b'G' => self.on_copy_in(),
                 b'Z' => {
-                    self.tx_status = body.first().copied().unwrap_or(b'I');
-                    self.on_ready(&mut out, &mut results);
-                    out.extend_from_slice(&msg);
-                    self.drain_refused(&mut out);
+                    self.on_ready(&mut results);
                     self.describe_fifo.clear();
-                    continue;
                 }
                 b't' => {
                     if let Some(name) = self.describe_fifo.pop_front() {
                         let mut r = Reader::new(body);
-                        let n = r.i16().unwrap_or(0).max(0);
+                        let n = r.i16().unwrap_or(0) as u16;
                         let types: Vec<u32> = (0..n).map_while(|_| r.u32()).collect();
                         if let Some(p) = self.statements.get_mut(&name) {
                             if p.param_types.iter().all(|&t| t == 0) {
@@ -739,7 +873,26 @@ impl Relay {
         Ok(())
     }
 
-    fn on_complete(&mut self, tag: String, results: &mut Vec<NewEvent>) {
+    /// CopyInResponse: until the client ends the copy, the target ignores Sync. Syncs already
+    /// queued behind the COPY statement (sent before the copy ended) get no ReadyForQuery.
+    fn on_copy_in(&mut self) {
+        let mut i = 1;
+        while i < self.queue.len() {
+            match self.queue.get(i) {
+                Some(Pending::Sync { .. }) => {
+                    self.queue.remove(i);
+                }
+                Some(Pending::CopyEnd) => {
+                    self.queue.remove(i);
+                    return; // the client already ended the copy
+                }
+                _ => i += 1,
+            }
+        }
+        self.copy_in = true;
+    }
+
+    fn on_complete(&mut self, tag: Option<String>, results: &mut Vec<NewEvent>) {
         match self.queue.front_mut() {
             Some(Pending::Query {
                 tags,
@@ -747,9 +900,11 @@ impl Relay {
                 counted,
                 ..
             }) => {
-                *rows += wire::tag_rows(&tag).unwrap_or(*counted);
+                if let Some(tag) = tag {
+                    *rows += wire::tag_rows(&tag).unwrap_or(*counted);
+                    tags.push(tag);
+                }
                 *counted = 0;
-                tags.push(tag);
             }
             Some(Pending::Execute { .. }) => {
                 if let Some(Pending::Execute {
@@ -758,9 +913,15 @@ impl Relay {
                     counted,
                 }) = self.queue.pop_front()
                 {
-                    let rows = wire::tag_rows(&tag).unwrap_or(counted);
-                    let tags = if tag.is_empty() { vec![] } else { vec![tag] };
-                    results.push(self.result(seq, Outcome::Ok, tags, rows, None, start));
+                    let rows = tag.as_deref().and_then(wire::tag_rows).unwrap_or(counted);
+                    results.push(self.result(
+                        seq,
+                        Outcome::Ok,
+                        tag.into_iter().collect(),
+                        rows,
+                        None,
+                        start,
+                    ));
                 }
             }
             _ => {}
@@ -768,6 +929,7 @@ impl Relay {
     }
 
     fn on_error(&mut self, err: ErrorFields, results: &mut Vec<NewEvent>) {
+        self.copy_in = false;
         match self.queue.front_mut() {
             Some(Pending::Query { error, .. }) => *error = Some(err),
             Some(Pending::Execute { .. }) => {
@@ -786,24 +948,14 @@ impl Relay {
                         start,
                     ));
                 }
-                self.mark_segment_failed();
             }
-            Some(Pending::Sync { saw_error, .. }) => *saw_error = true,
             _ => {}
         }
     }
 
-    fn mark_segment_failed(&mut self) {
-        for p in self.queue.iter_mut() {
-            if let Pending::Sync { saw_error, .. } = p {
-                *saw_error = true;
-                return;
-            }
-        }
-    }
-
     /// ReadyForQuery: closes a simple query, or everything up to the segment's Sync.
-    fn on_ready(&mut self, out: &mut BytesMut, results: &mut Vec<NewEvent>) {
+    fn on_ready(&mut self, results: &mut Vec<NewEvent>) {
+        self.copy_in = false;
         if let Some(Pending::Query { .. }) = self.queue.front() {
             if let Some(Pending::Query {
                 seq,
@@ -821,6 +973,9 @@ impl Relay {
                 };
                 results.push(self.result(seq, outcome, tags, rows, error.as_ref(), start));
             }
+            while let Some(Pending::CopyEnd) = self.queue.front() {
+                self.queue.pop_front();
+            }
             return;
         }
         if !self.queue.iter().any(|p| matches!(p, Pending::Sync { .. })) {
@@ -831,32 +986,23 @@ impl Relay {
                 Pending::Execute { seq, start, .. } => {
                     results.push(self.result(seq, Outcome::Skipped, vec![], 0, None, start));
                 }
-                Pending::Sync { inject, saw_error } => {
-                    if let (Some(e), false) = (inject, saw_error) {
-                        e.encode(out);
-                    }
+                Pending::Query { seq, start, .. } => {
+                    results.push(self.result(seq, Outcome::Skipped, vec![], 0, None, start));
+                }
+                Pending::CopyEnd => {}
+                Pending::Sync { segment } => {
+                    self.undo_ops_through(segment);
                     return;
                 }
-                Pending::Query { seq, start, .. } => {
-                    results.push(self.result(seq, Outcome::Aborted, vec![], 0, None, start));
-                }
-                Pending::Refused(e) => {
-                    e.encode(out);
-                    wire::ready_for_query(out, self.tx_status);
-                }
             }
         }
     }
+}
 
-    /// Answers refused simple queries that have reached the head of the queue.
-    fn drain_refused(&mut self, out: &mut BytesMut) {
-        while let Some(Pending::Refused(_)) = self.queue.front() {
-            if let Some(Pending::Refused(e)) = self.queue.pop_front() {
-                e.encode(out);
-                wire::ready_for_query(out, self.tx_status);
-            }
-        }
-    }
+/// Whether SQL may remove prepared statements behind the protocol's back.
+fn resets_prepared_statements(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    lower.contains("deallocate") || lower.contains("discard")
 }
 
 fn bad(what: &str) -> PgError {

@@ -123,6 +123,7 @@ impl Target {
 
         let mut buf = BytesMut::with_capacity(8192);
         let mut scram: Option<ScramSha256> = None;
+        let mut scram_verified = false;
         let mut parameter_status = BytesMut::new();
         let mut key = (0, 0);
         loop {
@@ -135,6 +136,14 @@ impl Target {
                         .ok_or_else(|| self.bad("short authentication request"))?;
                     let mut reply = BytesMut::new();
                     match code {
+                        // Once SCRAM has started, only a verified server signature ends it:
+                        // a server that skips it could be anyone.
+                        0 if scram.is_some() && !scram_verified => {
+                            return Err(self.fail(
+                                "08004",
+                                "the target ended SCRAM authentication without proving it knows the password".into(),
+                            ))
+                        }
                         0 => continue,
                         3 => {
                             let pw = self.password_for("cleartext password")?;
@@ -206,6 +215,7 @@ impl Target {
                                     format!("the target's SCRAM signature did not verify: {e}"),
                                 )
                             })?;
+                            scram_verified = true;
                             continue;
                         }
                         other => {
