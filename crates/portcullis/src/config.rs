@@ -50,7 +50,9 @@ pub fn parse(path: &Path) -> anyhow::Result<(Config, PathBuf, PathBuf)> {
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
+    if p == Path::new(".") {
+        base.to_path_buf()
+    } else if p.is_absolute() {
         p.to_path_buf()
     } else {
         base.join(p)

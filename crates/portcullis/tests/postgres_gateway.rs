@@ -285,16 +285,7 @@ fn ledger_failure_refuses_statements_and_recovers() {
     let gw = Gateway::start(&cluster, GatewayOptions::default());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(gw.port)
-            .user(&gw.agent.name)
-            .password(&gw.agent.key)
-            .dbname(DB)
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connect through the gateway");
-        tokio::spawn(conn);
+        let client = gw.tokio_client().await;
         assert_eq!(
             client
                 .query_one("SELECT 1::int", &[])
@@ -348,13 +339,7 @@ fn ledger_failure_refuses_statements_and_recovers() {
         );
 
         // While the ledger is broken, new sessions are refused too.
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .port(gw.port)
-            .user(&gw.agent.name)
-            .password(&gw.agent.key)
-            .dbname(DB);
+        let config = gw.tokio_config();
         let connect = || config.connect(tokio_postgres::NoTls);
         let Err(err) = connect().await else {
             panic!("a new session must be refused")

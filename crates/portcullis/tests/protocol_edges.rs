@@ -189,16 +189,7 @@ fn extended_copy_in_keeps_results_matched() {
     let gw = Gateway::start(&cluster, GatewayOptions::default());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::Config::new()
-            .host("127.0.0.1")
-            .port(gw.port)
-            .user(&gw.agent.name)
-            .password(&gw.agent.key)
-            .dbname(DB)
-            .connect(tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(conn);
+        let client = gw.tokio_client().await;
         client
             .batch_execute("CREATE TABLE cp (n int)")
             .await

@@ -199,32 +199,11 @@ impl Relay {
             tokio::select! {
                 r = self.client.read_buf(&mut self.cbuf), if self.held.is_none() => match r {
                     Ok(0) => break "client disconnected".into(),
-                    Ok(_) => match self.on_client_data().await {
-                        Ok(Flow::Continue) => {}
-                        Ok(Flow::Terminate) => break "client terminated the session".into(),
-                        Err(e) => {
-                            if let PgError::LedgerRefused(reason) = &e {
-                                let mut out = BytesMut::new();
-                                ledger_refusal(reason, "FATAL").encode(&mut out);
-                                let _ = self.client.write_all(&out).await;
-                                let _ = self.client.flush().await;
-                            }
-                            if let PgError::ClientProtocol(detail) = &e {
-                                self.ledger.append_detached(vec![NewEvent::new(
-                                    self.info.session_id.clone(),
-                                    EventData::ProtocolError {
-                                        client_addr: self.info.client_addr.clone(),
-                                        detail: detail.clone(),
-                                    },
-                                )]);
-                                let mut out = BytesMut::new();
-                                ErrorFields::fatal("08P01", detail.clone()).encode(&mut out);
-                                let _ = self.client.write_all(&out).await;
-                                let _ = self.client.flush().await;
-                            }
-                            break e.to_string();
+                    Ok(_) => {
+                        if let Err(reason) = self.client_round().await {
+                            break reason;
                         }
-                    },
+                    }
                     Err(e) => break format!("client connection error: {e}"),
                 },
                 r = self.server.read_buf(&mut self.sbuf) => match r {
@@ -234,20 +213,9 @@ impl Relay {
                             break e.to_string();
                         }
                         // Messages held for the target's answer to an earlier segment.
-                        if self.held.is_some() {
-                            self.held = None;
-                            match self.on_client_data().await {
-                                Ok(Flow::Continue) => {}
-                                Ok(Flow::Terminate) => break "client terminated the session".into(),
-                                Err(e) => {
-                                    if let PgError::LedgerRefused(reason) = &e {
-                                        let mut out = BytesMut::new();
-                                        ledger_refusal(reason, "FATAL").encode(&mut out);
-                                        let _ = self.client.write_all(&out).await;
-                                        let _ = self.client.flush().await;
-                                    }
-                                    break e.to_string();
-                                }
+                        if self.held.take().is_some() {
+                            if let Err(reason) = self.client_round().await {
+                                break reason;
                             }
                         }
                     }
@@ -288,6 +256,37 @@ impl Relay {
             },
         ));
         self.ledger.append_detached(events);
+    }
+
+    /// Processes what the client sent; on an error that ends the session, tells the client
+    /// why and returns the reason for the session-close event.
+    async fn client_round(&mut self) -> Result<(), String> {
+        let e = match self.on_client_data().await {
+            Ok(Flow::Continue) => return Ok(()),
+            Ok(Flow::Terminate) => return Err("client terminated the session".into()),
+            Err(e) => e,
+        };
+        let fatal = match &e {
+            PgError::LedgerRefused(reason) => Some(ledger_refusal(reason, "FATAL")),
+            PgError::ClientProtocol(detail) => {
+                self.ledger.append_detached(vec![NewEvent::new(
+                    self.info.session_id.clone(),
+                    EventData::ProtocolError {
+                        client_addr: self.info.client_addr.clone(),
+                        detail: detail.clone(),
+                    },
+                )]);
+                Some(ErrorFields::fatal("08P01", detail.clone()))
+            }
+            _ => None,
+        };
+        if let Some(fatal) = fatal {
+            let mut out = BytesMut::new();
+            fatal.encode(&mut out);
+            let _ = self.client.write_all(&out).await;
+            let _ = self.client.flush().await;
+        }
+        Err(e.to_string())
     }
 
     fn result(
@@ -709,24 +708,7 @@ impl Relay {
     /// ParseComplete / BindComplete / CloseComplete: the oldest pending change happened.
     fn confirm_op(&mut self) {
         if let Some(op) = self.ops.pop_front() {
-            match op.target {
-                OpTarget::Statement(name, _, new) => match new {
-                    Some(p) => {
-                        self.statements.insert(name, p);
-                    }
-                    None => {
-                        self.statements.remove(&name);
-                    }
-                },
-                OpTarget::Portal(name, _, new) => match new {
-                    Some(p) => {
-                        self.portals.insert(name, p);
-                    }
-                    None => {
-                        self.portals.remove(&name);
-                    }
-                },
-            }
+            self.apply(op.target, false);
         }
     }
 
@@ -740,23 +722,30 @@ impl Relay {
             .count();
         let undone: Vec<Op> = self.ops.drain(..n).collect();
         for op in undone.into_iter().rev() {
-            match op.target {
-                OpTarget::Statement(name, before, _) => match before {
-                    Some(p) => {
-                        self.statements.insert(name, p);
-                    }
-                    None => {
-                        self.statements.remove(&name);
-                    }
-                },
-                OpTarget::Portal(name, before, _) => match before {
-                    Some(p) => {
-                        self.portals.insert(name, p);
-                    }
-                    None => {
-                        self.portals.remove(&name);
-                    }
-                },
+            self.apply(op.target, true);
+        }
+    }
+
+    /// Sets a statement or portal to its value after the change (or before it, to undo).
+    fn apply(&mut self, target: OpTarget, undo: bool) {
+        fn set<V>(map: &mut HashMap<String, V>, name: String, value: Option<V>) {
+            match value {
+                Some(v) => {
+                    map.insert(name, v);
+                }
+                None => {
+                    map.remove(&name);
+                }
+            }
+        }
+        match target {
+            OpTarget::Statement(name, before, after) => set(
+                &mut self.statements,
+                name,
+                if undo { before } else { after },
+            ),
+            OpTarget::Portal(name, before, after) => {
+                set(&mut self.portals, name, if undo { before } else { after })
             }
         }
     }

@@ -241,6 +241,29 @@ key_hash = "{key_hash}"
         )
     }
 
+    /// A tokio-postgres session through the gateway as the agent (its connection task is
+    /// spawned on the current runtime).
+    pub async fn tokio_client(&self) -> tokio_postgres::Client {
+        let (client, conn) = self
+            .tokio_config()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .expect("connect through the gateway");
+        tokio::spawn(conn);
+        client
+    }
+
+    pub fn tokio_config(&self) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(&self.agent.name)
+            .password(&self.agent.key)
+            .dbname(DB);
+        config
+    }
+
     /// psql through the gateway as the agent.
     pub fn psql(&self, args: &[&str]) -> Output {
         self.psql_as(&self.agent.name, &self.agent.key, DB, "prefer", args)
