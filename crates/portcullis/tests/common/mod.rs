@@ -171,7 +171,27 @@ key_hash = "{key_hash}"
         gw
     }
 
+    /// Starts `portcullis serve` and waits until it listens. If another test took the port
+    /// between `free_port` and the bind, moves to a new port (up to three times).
     pub fn spawn(&mut self) {
+        for _ in 0..3 {
+            if self.try_spawn() {
+                return;
+            }
+            let fresh = free_port();
+            let text = std::fs::read_to_string(&self.config).expect("read config");
+            let text = text.replace(
+                &format!("bind = \"127.0.0.1:{}\"", self.port),
+                &format!("bind = \"127.0.0.1:{fresh}\""),
+            );
+            std::fs::write(&self.config, text).expect("write config");
+            self.port = fresh;
+        }
+        panic!("the gateway could not bind a port three times");
+    }
+
+    /// `false` when the gateway exited because its port was taken.
+    fn try_spawn(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -190,15 +210,18 @@ key_hash = "{key_hash}"
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!(
-                        "portcullis serve exited with {status}:\n{}",
-                        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
-                    );
+                    self.child = None;
+                    let log = std::fs::read_to_string(&self.stderr_log).unwrap_or_default();
+                    if log.contains("cannot bind") {
+                        return false;
+                    }
+                    panic!("portcullis serve exited with {status}:\n{log}");
                 }
             }
             assert!(Instant::now() < deadline, "gateway did not start listening");
             std::thread::sleep(Duration::from_millis(50));
         }
+        true
     }
 
     /// SIGKILL: no chance to drain or sync anything.
@@ -311,12 +334,12 @@ key_hash = "{key_hash}"
     }
 
     /// Every event, once the gateway has indexed what it acknowledged: readers see events
-    /// within one sync interval (5 ms), so this waits until the count holds still for 30 ms.
+    /// within one sync interval (5 ms), so this waits until the count holds still for 100 ms.
     pub fn events(&self) -> Vec<StoredEvent> {
         let r = LedgerReader::open(&self.ledger_path()).expect("open ledger");
         let mut count = r.count().expect("count");
         loop {
-            std::thread::sleep(Duration::from_millis(30));
+            std::thread::sleep(Duration::from_millis(100));
             let now = r.count().expect("count");
             if now == count {
                 break;
