@@ -922,3 +922,35 @@ fn killed_gateway_never_lets_an_unrecorded_statement_through() {
     let verify = ok(gw.cli(&["audit", "verify"]));
     assert!(verify.contains("ledger OK"), "{verify}");
 }
+
+/// 1 500 statements with 20 kB in and out each, in one psycopg pipeline: everything recorded,
+/// nothing stalls (the relay keeps reading the target while a write to it is pending).
+#[test]
+fn a_large_pipeline_streams_through() {
+    let cluster = target(&[]);
+    let gw = Gateway::start(&cluster, GatewayOptions::default());
+    let started = Instant::now();
+    let mut child = std::process::Command::new(python())
+        .arg(clients_script())
+        .args(["psycopg-big-pipeline", &gw.url(DB)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the pipeline did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = ok(child.wait_with_output().expect("output"));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["last"], 20004);
+    let n = gw
+        .statements()
+        .into_iter()
+        .filter(|(_, e)| statement_text(e).starts_with("SELECT length("))
+        .count();
+    assert_eq!(n, 1500);
+}

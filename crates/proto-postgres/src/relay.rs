@@ -34,7 +34,7 @@ use portcullis_ledger::Ledger;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::watch;
 
 /// Bound parameter values longer than this are recorded truncated, with their full length.
@@ -127,7 +127,10 @@ enum Flow {
 pub struct Relay {
     info: SessionInfo,
     client: Stream,
-    server: Stream,
+    /// The target connection, split so that the relay can keep reading the target's answers
+    /// while a write to it is blocked (see `write_to_server`).
+    server_r: ReadHalf<Stream>,
+    server_w: WriteHalf<Stream>,
     cbuf: BytesMut,
     sbuf: BytesMut,
     ledger: Ledger,
@@ -161,10 +164,12 @@ impl Relay {
         max_message: u32,
         cancel: CancelGuard,
     ) -> Self {
+        let (server_r, server_w) = tokio::io::split(upstream.stream);
         Relay {
             info,
             client,
-            server: upstream.stream,
+            server_r,
+            server_w,
             cbuf: BytesMut::with_capacity(16 * 1024),
             sbuf: {
                 let mut b = BytesMut::with_capacity(64 * 1024);
@@ -206,7 +211,7 @@ impl Relay {
                     }
                     Err(e) => break format!("client connection error: {e}"),
                 },
-                r = self.server.read_buf(&mut self.sbuf) => match r {
+                r = self.server_r.read_buf(&mut self.sbuf) => match r {
                     Ok(0) => break "the target closed the connection".into(),
                     Ok(_) => {
                         if let Err(e) = self.on_server_data().await {
@@ -231,9 +236,9 @@ impl Relay {
             }
         };
         // Tell the target we are done, so it does not log an unexpected EOF.
-        let _ = self.server.write_all(&[b'X', 0, 0, 0, 4]).await;
-        let _ = self.server.flush().await;
-        let _ = self.server.shutdown().await;
+        let _ = self.server_w.write_all(&[b'X', 0, 0, 0, 4]).await;
+        let _ = self.server_w.flush().await;
+        let _ = self.server_w.shutdown().await;
         let _ = self.client.shutdown().await;
 
         let mut events = Vec::new();
@@ -256,6 +261,31 @@ impl Relay {
             },
         ));
         self.ledger.append_detached(events);
+    }
+
+    /// Writes to the target while still relaying its answers. A target stops reading when it
+    /// cannot write; if the relay only wrote, a large pipeline (much input, much output) would
+    /// deadlock the two.
+    async fn write_to_server(&mut self, mut out: &[u8]) -> Result<(), PgError> {
+        while !out.is_empty() {
+            tokio::select! {
+                biased;
+                w = self.server_w.write(out) => {
+                    let n = w.map_err(PgError::upstream_io)?;
+                    if n == 0 {
+                        return Err(PgError::upstream_io(std::io::ErrorKind::WriteZero.into()));
+                    }
+                    out = &out[n..];
+                }
+                r = self.server_r.read_buf(&mut self.sbuf) => {
+                    if r.map_err(PgError::upstream_io)? == 0 {
+                        return Err(PgError::UpstreamProtocol("the target closed the connection".into()));
+                    }
+                    self.on_server_data().await?;
+                }
+            }
+        }
+        self.server_w.flush().await.map_err(PgError::upstream_io)
     }
 
     /// Processes what the client sent; on an error that ends the session, tells the client
@@ -547,11 +577,7 @@ impl Relay {
             out.extend_from_slice(&[b'X', 0, 0, 0, 4]);
         }
         if !out.is_empty() {
-            self.server
-                .write_all(&out)
-                .await
-                .map_err(PgError::upstream_io)?;
-            self.server.flush().await.map_err(PgError::upstream_io)?;
+            self.write_to_server(&out).await?;
         }
         Ok(if terminate {
             Flow::Terminate

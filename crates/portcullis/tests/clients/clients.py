@@ -128,7 +128,23 @@ def asyncpg_basic(dsn):
     asyncio.run(_asyncpg_basic(dsn))
 
 
+def psycopg_big_pipeline(dsn):
+    """Much input and much output in one pipeline."""
+    import psycopg
+
+    big = "x" * 20000
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        cur = conn.cursor()
+        with conn.pipeline():
+            for i in range(1500):
+                cur.execute("SELECT length(%s::text || %s)", (big, str(i)))
+        # The last result is current after the pipeline.
+        last = cur.fetchone()[0]
+    print(json.dumps({"last": last}))
+
+
 SCENARIOS = {
+    "psycopg-big-pipeline": psycopg_big_pipeline,
     "psycopg-basic": psycopg_basic,
     "psycopg-cancel": psycopg_cancel,
     "psycopg-notify": psycopg_notify,
