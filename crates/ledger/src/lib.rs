@@ -17,7 +17,7 @@
 //! an `Err`: the gateway then refuses the statements. The next append tries again, so service
 //! resumes by itself once the cause is gone, and the chain continues without a hole or a fork.
 //! If SQLite refuses the rows, nothing is refused and nothing is lost: they stay in the
-//! journal and indexing retries (appends are refused only if it falls two million events
+//! journal and indexing retries (appends are refused only if it falls 250 000 events
 //! behind).
 //!
 //! **Durability** (`store.durability` in the configuration):

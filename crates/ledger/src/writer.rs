@@ -79,7 +79,7 @@ const CACHE_KIB: i64 = 16 * 1024;
 
 /// Events written to the journal but not yet in SQLite beyond which appends are refused
 /// (indexing keeps failing; memory must not grow without bound).
-const MAX_UNINDEXED: usize = 2_000_000;
+const MAX_UNINDEXED: usize = 250_000;
 
 /// How to open a [`Ledger`].
 #[derive(Debug, Clone)]
