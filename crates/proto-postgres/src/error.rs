@@ -24,8 +24,6 @@ pub enum PgError {
         sqlstate: &'static str,
         message: String,
     },
-    #[error("timed out during {0}")]
-    Timeout(&'static str),
 }
 
 impl PgError {

@@ -7,7 +7,7 @@ use crate::relay::{Relay, SessionInfo};
 use crate::stream::Stream;
 use crate::upstream::Target;
 use crate::wire::{self, ErrorFields, Reader};
-use bytes::{Buf, BufMut, BytesMut};
+use bytes::{BufMut, BytesMut};
 use portcullis_core::config::{ClientAuth, ListenerTlsMode};
 use portcullis_core::{EventData, NewEvent, Principal};
 use portcullis_identity::{AgentRegistry, ScramServer};
@@ -562,6 +562,5 @@ async fn read_password_message(client: &mut Stream) -> Result<BytesMut, PgError>
         .read_exact(&mut body)
         .await
         .map_err(PgError::client_io)?;
-    let _ = body.remaining();
     Ok(body)
 }
