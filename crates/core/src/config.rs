@@ -144,6 +144,7 @@ fn default_startup_timeout_ms() -> u64 {
 pub enum ClientAuth {
     /// SCRAM-SHA-256: the key never crosses the wire.
     #[default]
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
     /// Cleartext password, accepted only over TLS (for clients without SCRAM).
     Password,
@@ -223,9 +224,36 @@ pub struct ConnectionConfig {
     /// Give up reaching the target after this many milliseconds (SQLSTATE 08001).
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// How the target may ask the gateway to log in. Narrow it (for example to
+    /// `["scram-sha-256"]`) so that a server impersonating the target over an unverified
+    /// connection cannot obtain the password in cleartext or as an md5 hash.
+    #[serde(default = "all_upstream_auth")]
+    pub auth: Vec<UpstreamAuth>,
     /// Free-form labels (for example `env = "prod"`), recorded and later usable in policy.
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// A login method the target may request.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamAuth {
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+    Md5,
+    /// Cleartext password.
+    Password,
+    /// No password asked.
+    Trust,
+}
+
+fn all_upstream_auth() -> Vec<UpstreamAuth> {
+    vec![
+        UpstreamAuth::ScramSha256,
+        UpstreamAuth::Md5,
+        UpstreamAuth::Password,
+        UpstreamAuth::Trust,
+    ]
 }
 
 fn default_pg_port() -> u16 {
@@ -245,4 +273,24 @@ pub struct AgentConfig {
     pub key_hash: String,
     #[serde(default)]
     pub description: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_names_are_the_documented_ones() {
+        let l: ListenerConfig = toml::from_str(
+            "name = \"pg\"\nprotocol = \"postgres\"\nbind = \"127.0.0.1:1\"\nclient_auth = \"scram-sha-256\"\n",
+        )
+        .expect("scram-sha-256 parses");
+        assert_eq!(l.client_auth, ClientAuth::ScramSha256);
+        let c: ConnectionConfig = toml::from_str(
+            "name = \"c\"\ntype = \"postgres\"\nhost = \"h\"\ndatabase = \"d\"\nuser = \"u\"\nauth = [\"scram-sha-256\", \"md5\", \"password\", \"trust\"]\ntls = \"verify-full\"\n",
+        )
+        .expect("auth names parse");
+        assert_eq!(c.auth.len(), 4);
+        assert_eq!(c.tls, UpstreamTls::VerifyFull);
+    }
 }

@@ -193,6 +193,23 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_parses() {
+        let doc = include_str!("../../../docs/configuration.md");
+        let start = doc.find("```toml\n").expect("a toml block") + 8;
+        let end = start + doc[start..].find("```").expect("block end");
+        let config: Config =
+            toml::from_str(&doc[start..end]).expect("docs/configuration.md example parses");
+        assert_eq!(
+            config.connections[0].auth,
+            [portcullis_core::config::UpstreamAuth::ScramSha256]
+        );
+        assert_eq!(
+            config.listeners[0].client_auth,
+            portcullis_core::config::ClientAuth::ScramSha256
+        );
+    }
+
+    #[test]
     fn syntax_errors_name_file_and_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = write(

@@ -96,6 +96,7 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
                 tls_mode: c.tls,
                 tls,
                 connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+                auth: c.auth.clone(),
             }),
         );
     }

@@ -824,6 +824,13 @@ fn upstream_login_with_md5_trust_and_tls() {
             "verify-full",
             "ca_file = \"other-ca.pem\"\n",
         ),
+        conn(
+            "scram-only",
+            "md5user",
+            "password_file = \"md5-password\"\n",
+            "disable",
+            "auth = [\"scram-sha-256\"]\n",
+        ),
     ]
     .concat();
     let gw = Gateway::start(
@@ -850,6 +857,14 @@ fn upstream_login_with_md5_trust_and_tls() {
     let bad = q("wrong-ca", "SELECT 1");
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("TLS handshake"), "{}", stderr(&bad));
+    // A target asking for a weaker login than the connection allows gets no password.
+    let weak = q("scram-only", "SELECT 1");
+    assert!(!weak.status.success());
+    assert!(
+        stderr(&weak).contains("asks for md5 login, which this connection does not allow"),
+        "{}",
+        stderr(&weak)
+    );
 }
 
 /// The ledger's central promise: a statement is recorded before the target sees it. The

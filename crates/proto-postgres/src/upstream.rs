@@ -5,7 +5,7 @@ use crate::error::PgError;
 use crate::stream::Stream;
 use crate::wire::{self, ErrorFields, Reader};
 use bytes::{Buf, BufMut, BytesMut};
-use portcullis_core::config::UpstreamTls;
+use portcullis_core::config::{UpstreamAuth, UpstreamTls};
 use postgres_protocol::authentication::sasl::{
     ChannelBinding, ScramSha256, SCRAM_SHA_256, SCRAM_SHA_256_PLUS,
 };
@@ -24,6 +24,8 @@ pub struct Target {
     pub tls_mode: UpstreamTls,
     pub tls: Option<tokio_rustls::TlsConnector>,
     pub connect_timeout: Duration,
+    /// Login methods the target may ask for.
+    pub auth: Vec<UpstreamAuth>,
 }
 
 /// A logged-in upstream connection.
@@ -124,6 +126,8 @@ impl Target {
         let mut buf = BytesMut::with_capacity(8192);
         let mut scram: Option<ScramSha256> = None;
         let mut scram_verified = false;
+        // Whether the target asked for any credential (AuthenticationOk alone = trust).
+        let mut asked = false;
         let mut parameter_status = BytesMut::new();
         let mut key = (0, 0);
         loop {
@@ -135,6 +139,26 @@ impl Target {
                         .i32()
                         .ok_or_else(|| self.bad("short authentication request"))?;
                     let mut reply = BytesMut::new();
+                    let method = match code {
+                        0 if scram.is_none() && !asked => Some(UpstreamAuth::Trust),
+                        3 => Some(UpstreamAuth::Password),
+                        5 => Some(UpstreamAuth::Md5),
+                        10 => Some(UpstreamAuth::ScramSha256),
+                        _ => None,
+                    };
+                    if let Some(method) = method {
+                        asked = true;
+                        if !self.auth.contains(&method) {
+                            return Err(self.fail(
+                                "08004",
+                                format!(
+                                    "the target asks for {} login, which this connection does not allow (auth = {:?})",
+                                    auth_name(method),
+                                    self.auth.iter().map(|a| auth_name(*a)).collect::<Vec<_>>()
+                                ),
+                            ));
+                        }
+                    }
                     match code {
                         // Once SCRAM has started, only a verified server signature ends it:
                         // a server that skips it could be anyone.
@@ -308,6 +332,15 @@ fn server_end_point(stream: &Stream) -> Option<Vec<u8>> {
     };
     let cert = tls.get_ref().1.peer_certificates()?.first()?;
     Some(Sha256::digest(cert.as_ref()).to_vec())
+}
+
+fn auth_name(a: UpstreamAuth) -> &'static str {
+    match a {
+        UpstreamAuth::ScramSha256 => "scram-sha-256",
+        UpstreamAuth::Md5 => "md5",
+        UpstreamAuth::Password => "password",
+        UpstreamAuth::Trust => "trust",
+    }
 }
 
 /// Reads one whole typed message during login (small messages only).
