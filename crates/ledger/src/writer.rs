@@ -306,8 +306,6 @@ impl Ledger {
                 other_dirty: false,
                 strict,
                 head,
-                data: Vec::new(),
-                spans: Vec::new(),
                 ready: Vec::new(),
                 buf: Vec::new(),
                 unindexed: Vec::new(),
@@ -637,11 +635,7 @@ struct Writer {
     other_dirty: bool,
     strict: bool,
     head: Head,
-    /// Reused buffers: the JSON of every event of the batch, back to back …
-    data: Vec<u8>,
-    /// … the byte range of each event in `data` …
-    spans: Vec<(usize, usize)>,
-    /// … the submissions that serialised and go into the write …
+    /// Reused buffers: the submissions that serialised and go into the write …
     ready: Vec<Submission>,
     /// … and the journal records of the group.
     buf: Vec<u8>,
@@ -670,30 +664,29 @@ impl Writer {
             return;
         }
 
-        // 1. Serialise: one bad event fails only its own submission.
-        if self.data.capacity() > BUFFER_KEEP {
-            self.data = Vec::new(); // do not hold on to the memory of one huge batch
-        }
+        // 1. Serialise: one bad event fails only its own submission. Each event's JSON is its
+        //    own buffer, which the row then owns (no second copy).
         if self.buf.capacity() > BUFFER_KEEP {
-            self.buf = Vec::new();
+            self.buf = Vec::new(); // do not hold on to the memory of one huge batch
         }
-        self.data.clear();
-        self.spans.clear();
         self.ready.clear();
+        let mut jsons: Vec<Vec<u8>> = Vec::new();
         for sub in batch.drain(..) {
-            let (data_mark, span_mark) = (self.data.len(), self.spans.len());
+            let mark = jsons.len();
             let mut failed = None;
             for ev in &sub.events {
-                let start = self.data.len();
-                if let Err(source) = serde_json::to_writer(&mut self.data, &ev.data) {
-                    failed = Some(LedgerError::Serialize {
-                        path: path.clone(),
-                        kind: ev.data.kind(),
-                        source,
-                    });
-                    break;
-                }
-                let bytes = (self.data.len() - start).max(ev.session_id.len());
+                let json = match serde_json::to_vec(&ev.data) {
+                    Ok(json) => json,
+                    Err(source) => {
+                        failed = Some(LedgerError::Serialize {
+                            path: path.clone(),
+                            kind: ev.data.kind(),
+                            source,
+                        });
+                        break;
+                    }
+                };
+                let bytes = json.len().max(ev.session_id.len());
                 if bytes > MAX_FIELD_BYTES {
                     failed = Some(LedgerError::TooLarge {
                         path: path.clone(),
@@ -702,13 +695,12 @@ impl Writer {
                     });
                     break;
                 }
-                self.spans.push((start, self.data.len()));
+                jsons.push(json);
             }
             match failed {
                 None => self.ready.push(sub),
                 Some(err) => {
-                    self.data.truncate(data_mark);
-                    self.spans.truncate(span_mark);
+                    jsons.truncate(mark);
                     shared
                         .failures
                         .fetch_add(sub.events.len() as u64, Ordering::Relaxed);
@@ -720,24 +712,23 @@ impl Writer {
         if self.ready.is_empty() {
             return;
         }
-        let events = self.spans.len();
+        let events = jsons.len();
 
         // 2. Chain and encode.
         self.buf.clear();
         let mut head = self.head;
         let mut rows = Vec::with_capacity(events);
         let all = self.ready.iter().flat_map(|s| s.events.iter());
-        for (ev, &(start, end)) in all.zip(&self.spans) {
-            let json = &self.data[start..end];
+        for (ev, json) in all.zip(jsons) {
             let seq = head.seq + 1;
             let kind = ev.data.kind();
-            let hash = event_hash(&head.hash, seq, ev.ts_us, kind, &ev.session_id, json);
+            let hash = event_hash(&head.hash, seq, ev.ts_us, kind, &ev.session_id, &json);
             let row = Row {
                 seq,
                 ts_us: ev.ts_us,
                 session_id: ev.session_id.clone(),
                 kind: kind.to_string(),
-                data: json.to_vec(),
+                data: json,
                 prev: head.hash,
                 hash,
             };
