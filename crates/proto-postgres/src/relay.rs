@@ -643,11 +643,8 @@ impl Relay {
             sql: sql.into(),
             param_types,
         };
-        let before = self.statements.get(&name).cloned();
         // As the target does: a named statement that exists is not replaced (error 42P05).
-        if name.is_empty() || before.is_none() {
-            self.statements.insert(name.clone(), new.clone());
-        }
+        let before = stage(&mut self.statements, &name, &new);
         self.ops.push_back(Op {
             segment: self.segment,
             target: OpTarget::Statement(name, before, Some(new)),
@@ -719,11 +716,8 @@ impl Relay {
             sql,
             params: Arc::new(params),
         };
-        let before = self.portals.get(&portal).cloned();
         // As the target does: a named portal that exists is not replaced (error 42P03).
-        if portal.is_empty() || before.is_none() {
-            self.portals.insert(portal.clone(), new.clone());
-        }
+        let before = stage(&mut self.portals, &portal, &new);
         self.ops.push_back(Op {
             segment: self.segment,
             target: OpTarget::Portal(portal, before, Some(new)),
@@ -1012,6 +1006,16 @@ impl Relay {
             }
         }
     }
+}
+
+/// Applies a Parse or Bind to the relay's view as the target will: the unnamed object is
+/// replaced, a named one only created if absent. Returns the value before, for undo.
+fn stage<V: Clone>(map: &mut HashMap<String, V>, name: &str, new: &V) -> Option<V> {
+    let before = map.get(name).cloned();
+    if name.is_empty() || before.is_none() {
+        map.insert(name.to_string(), new.clone());
+    }
+    before
 }
 
 /// Whether SQL may remove prepared statements behind the protocol's back.
