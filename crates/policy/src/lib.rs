@@ -1,0 +1,17 @@
+//! portcullis policy: what an agent may do, decided on the parsed command.
+//!
+//! * [`sql`] — where a PostgreSQL statement is classified (libpg_query).
+//! * [`action`] — the command classes, one Cedar action each.
+//! * [`engine`] — Cedar policies: loading with file:line errors, the published schema,
+//!   decisions (allow / deny / review) with the policies that made them.
+//! * [`cache`] — classifications of repeated statements.
+
+pub mod action;
+pub mod cache;
+pub mod engine;
+pub mod error;
+pub mod sql;
+
+pub use action::Action;
+pub use engine::{Actor, Decision, PolicySet, Request, Target, Verdict};
+pub use error::PolicyError;
