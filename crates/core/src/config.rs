@@ -27,6 +27,43 @@ pub struct Config {
     /// Service accounts of agents, each with an API key stored only as a hash.
     #[serde(default)]
     pub agents: Vec<AgentConfig>,
+    /// Least-privilege policy (Cedar). Without policy files every statement is denied.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Cedar policy files, or folders whose `*.cedar` files are all loaded; relative to the
+    /// configuration file's folder.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// Reload when the configuration or a policy file changes (checked every second).
+    /// SIGHUP always reloads.
+    #[serde(default = "default_true")]
+    pub watch: bool,
+    /// Distinct statements whose classification is cached.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            files: vec![],
+            watch: true,
+            cache_entries: default_cache_entries(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_cache_entries() -> usize {
+    10_000
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -273,6 +310,9 @@ pub struct AgentConfig {
     pub key_hash: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// Groups the agent belongs to (`Portcullis::Group::"name"` in policies).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[cfg(test)]

@@ -67,6 +67,36 @@ pub enum Outcome {
     Aborted,
 }
 
+/// What the policy engine made of a statement, as recorded with it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DecisionRecord {
+    /// Command classes the statement needs (`select`, `delete`, `ddl`, …).
+    pub classes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reads: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub functions: Vec<String>,
+    /// Why the classifier lifted the statement (`DO runs procedural code …`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Ids of the policies that decided (empty for a default deny).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<String>,
+    /// Hash of the policy snapshot in force: the `policy_snapshot` event with this hash holds
+    /// the full text of every policy.
+    pub snapshot: String,
+}
+
+/// A file that was part of a loaded configuration version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotFile {
+    pub path: String,
+    pub sha256: String,
+    pub text: String,
+}
+
 /// The payload of a ledger event. Serialized as JSON with a `kind` tag.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -124,10 +154,32 @@ pub enum EventData {
         /// Bound parameter values (extended protocol).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         params: Vec<ParamValue>,
-        /// `allow`, or `deny` with a reason when the gateway refuses it.
+        /// `allow`, `deny` or `review` (held for approval; refused until approvals exist).
         verdict: String,
+        /// Why it was refused (absent when allowed).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        /// How policy saw it: classification, deciding policies, snapshot in force.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        decision: Option<Box<DecisionRecord>>,
+    },
+    /// A configuration and policy version was put in force (at start and on every reload).
+    PolicySnapshot {
+        /// Hash of the policy files (what statement events name in `decision.snapshot`).
+        hash: String,
+        /// `start`, `SIGHUP` or `file change`.
+        trigger: String,
+        /// The configuration file and the policy files, full text.
+        config: SnapshotFile,
+        policies: Vec<SnapshotFile>,
+    },
+    /// A new configuration or policy version was refused; the previous one stays in force.
+    PolicyRejected {
+        trigger: String,
+        /// What was wrong, with file and line.
+        error: String,
+        /// Hash of the version that stays in force.
+        kept: String,
     },
     /// What became of a statement, written when the target answered.
     Result {
@@ -177,6 +229,8 @@ impl EventData {
             EventData::ConnectFailure { .. } => "connect_failure",
             EventData::Cancel { .. } => "cancel",
             EventData::ProtocolError { .. } => "protocol_error",
+            EventData::PolicySnapshot { .. } => "policy_snapshot",
+            EventData::PolicyRejected { .. } => "policy_rejected",
         }
     }
 }

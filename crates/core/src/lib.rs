@@ -9,7 +9,9 @@
 pub mod config;
 pub mod event;
 
-pub use event::{EventData, NewEvent, Outcome, ParamValue, Principal};
+pub use event::{
+    DecisionRecord, EventData, NewEvent, Outcome, ParamValue, Principal, SnapshotFile,
+};
 
 /// Microseconds since the Unix epoch, UTC: the timestamp of every ledger event.
 pub fn now_us() -> i64 {

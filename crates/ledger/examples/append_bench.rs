@@ -39,6 +39,7 @@ fn statement(session: &str, n: u64) -> NewEvent {
             params: Vec::new(),
             verdict: "allow".into(),
             reason: None,
+            decision: None,
         },
     )
 }

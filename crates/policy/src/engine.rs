@@ -22,7 +22,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The published Cedar schema.
 pub const SCHEMA: &str = include_str!("schema.cedarschema");
@@ -112,14 +112,44 @@ struct PolicyInfo {
     review: Option<String>,
 }
 
+/// Bound on each of the decision-path caches below; past it a cache starts over.
+const CACHE_LIMIT: usize = 10_000;
+
 /// A loaded, validated set of policies.
+///
+/// Deciding is made cheap by three caches, all private to this version of the policies (a
+/// reload builds a new set): per (agent, action), only the policies whose scope can match
+/// (Cedar evaluates every policy it is given); per (agent, connection, tables), the entities;
+/// and, when no policy reads `context.time`, whole decisions per (agent, connection,
+/// statement text, justification).
 pub struct PolicySet {
     policies: cedar_policy::PolicySet,
     info: HashMap<PolicyId, PolicyInfo>,
     files: Vec<PolicyFile>,
     hash: String,
     actions: Entities,
+    /// Action groups each action belongs to (`select` → `read`).
+    action_groups: HashMap<EntityUid, Vec<EntityUid>>,
     authorizer: Authorizer,
+    /// Whether some policy may depend on the time (then decisions are not cached).
+    time_dependent: bool,
+    subsets: Mutex<HashMap<(String, Action), Arc<cedar_policy::PolicySet>>>,
+    entities: Mutex<HashMap<EntitiesKey, Arc<Entities>>>,
+    decisions: Mutex<HashMap<DecisionKey, Decision>>,
+}
+
+type EntitiesKey = (String, String, Vec<String>);
+type DecisionKey = (String, String, String, Option<String>);
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, k: K, v: V) {
+    if map.len() >= CACHE_LIMIT {
+        map.clear();
+    }
+    map.insert(k, v);
 }
 
 fn type_name(name: &str) -> EntityTypeName {
@@ -250,13 +280,31 @@ impl PolicySet {
         let actions = schema
             .action_entities()
             .map_err(|e| PolicyError::BuiltinSchema(e.to_string()))?;
+        let mut action_groups: HashMap<EntityUid, Vec<EntityUid>> = HashMap::new();
+        for a in Action::ALL {
+            let u = uid("Portcullis::Action", a.name());
+            let groups = ["read", "write"]
+                .into_iter()
+                .map(|g| uid("Portcullis::Action", g))
+                .filter(|g| actions.is_ancestor_of(g, &u))
+                .collect();
+            action_groups.insert(u, groups);
+        }
+        // Conservative: any mention of "time" in a policy's text (an attribute, a string)
+        // turns whole-decision caching off.
+        let time_dependent = all.policies().any(|p| p.to_string().contains("time"));
         Ok(PolicySet {
             policies: all,
             info,
             files,
             hash: hex(&h.finalize()),
             actions,
+            action_groups,
             authorizer: Authorizer::new(),
+            time_dependent,
+            subsets: Mutex::new(HashMap::new()),
+            entities: Mutex::new(HashMap::new()),
+            decisions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -293,10 +341,69 @@ impl PolicySet {
 
     /// Decides a classified statement.
     pub fn decide(&self, req: &Request<'_>) -> Decision {
+        let cacheable = !self.time_dependent && !req.classification.needs_session();
+        if !cacheable {
+            return self.evaluate(req);
+        }
+        let key = (
+            req.actor.name.clone(),
+            req.target.name.clone(),
+            req.text.to_string(),
+            req.justification.map(str::to_string),
+        );
+        if let Some(d) = locked(&self.decisions).get(&key) {
+            return d.clone();
+        }
+        let d = self.evaluate(req);
+        bounded_insert(&mut locked(&self.decisions), key, d.clone());
+        d
+    }
+
+    /// The policies that can apply to this agent and action: the others' scope cannot match,
+    /// so leaving them out changes no decision.
+    fn subset(&self, actor: &Actor, action: Action) -> Arc<cedar_policy::PolicySet> {
+        let key = (actor.name.clone(), action);
+        if let Some(s) = locked(&self.subsets).get(&key) {
+            return s.clone();
+        }
+        let me = uid("Portcullis::Agent", &actor.name);
+        let mine: Vec<EntityUid> = std::iter::once(me.clone())
+            .chain(actor.groups.iter().map(|g| uid("Portcullis::Group", g)))
+            .collect();
+        let act = uid("Portcullis::Action", action.name());
+        let act_and_groups: Vec<EntityUid> = std::iter::once(act.clone())
+            .chain(self.action_groups.get(&act).cloned().unwrap_or_default())
+            .collect();
+        let mut set = cedar_policy::PolicySet::new();
+        for p in self.policies.policies() {
+            let principal_ok = match p.principal_constraint() {
+                cedar_policy::PrincipalConstraint::Any | cedar_policy::PrincipalConstraint::Is(_) => true,
+                cedar_policy::PrincipalConstraint::Eq(u) => u == me,
+                cedar_policy::PrincipalConstraint::In(u)
+                | cedar_policy::PrincipalConstraint::IsIn(_, u) => mine.contains(&u),
+            };
+            let action_ok = match p.action_constraint() {
+                cedar_policy::ActionConstraint::Any => true,
+                cedar_policy::ActionConstraint::Eq(u) => u == act,
+                cedar_policy::ActionConstraint::In(list) => {
+                    list.iter().any(|u| act_and_groups.contains(u))
+                }
+            };
+            if principal_ok && action_ok {
+                // Ids are unique within the full set, so adding cannot fail.
+                let _ = set.add(p.clone());
+            }
+        }
+        let set = Arc::new(set);
+        bounded_insert(&mut locked(&self.subsets), key, set.clone());
+        set
+    }
+
+    fn evaluate(&self, req: &Request<'_>) -> Decision {
         let c = req.classification;
         let principal = uid("Portcullis::Agent", &req.actor.name);
         let connection = uid("Portcullis::Connection", &req.target.name);
-        let entities = match self.entities(req, &principal, &connection) {
+        let entities = match self.cached_entities(req, &principal, &connection) {
             Ok(e) => e,
             Err(e) => return deny_all(c, format!("the gateway could not describe the request to the policy engine: {e}")),
         };
@@ -331,7 +438,8 @@ impl PolicySet {
                     continue;
                 }
             };
-            let response = self.authorizer.is_authorized(&request, &self.policies, &entities);
+            let policies = self.subset(req.actor, *action);
+            let response = self.authorizer.is_authorized(&request, &policies, &entities);
             for e in response.diagnostics().errors() {
                 errors.push(e.to_string());
             }
@@ -410,6 +518,29 @@ impl PolicySet {
             checks,
             errors,
         }
+    }
+
+    fn cached_entities(
+        &self,
+        req: &Request<'_>,
+        principal: &EntityUid,
+        connection: &EntityUid,
+    ) -> Result<Arc<Entities>, String> {
+        let tables: Vec<String> = req
+            .classification
+            .checks
+            .iter()
+            .filter_map(|(_, o)| o.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let key = (req.actor.name.clone(), req.target.name.clone(), tables);
+        if let Some(e) = locked(&self.entities).get(&key) {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(self.entities(req, principal, connection)?);
+        bounded_insert(&mut locked(&self.entities), key, e.clone());
+        Ok(e)
     }
 
     fn entities(
@@ -642,9 +773,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A shared, swappable policy set: readers take the current version; a reload replaces it.
-pub type SharedPolicies = Arc<std::sync::RwLock<Arc<PolicySet>>>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -736,3 +864,4 @@ mod tests {
         assert_eq!(decide(p, "SELECT 1").verdict, Verdict::Deny);
     }
 }
+

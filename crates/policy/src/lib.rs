@@ -4,14 +4,17 @@
 //! * [`action`] — the command classes, one Cedar action each.
 //! * [`engine`] — Cedar policies: loading with file:line errors, the published schema,
 //!   decisions (allow / deny / review) with the policies that made them.
+//! * [`gate`] — what protocol crates call: the policies in force, swapped on reload.
 //! * [`cache`] — classifications of repeated statements.
 
 pub mod action;
 pub mod cache;
 pub mod engine;
 pub mod error;
+pub mod gate;
 pub mod sql;
 
 pub use action::Action;
 pub use engine::{Actor, Decision, PolicySet, Request, Target, Verdict};
 pub use error::PolicyError;
+pub use gate::{Gate, GateDecision, GateState};

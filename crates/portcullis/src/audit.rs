@@ -211,13 +211,28 @@ pub fn render(ev: &StoredEvent) -> String {
                     s.push_str(&format!("  [{}]", shown.join(", ")));
                 }
                 if verdict != "allow" {
-                    s.push_str(&format!("  ({verdict}: {})", reason.unwrap_or_default()));
+                    s.push_str(&format!("  ({} {})", verdict.to_uppercase(), reason.unwrap_or_default()));
                 }
                 s
             }
+            EventData::PolicySnapshot { hash, trigger, config, policies } => format!(
+                "policy snapshot {} in force ({trigger}): {} and {} policy file(s)",
+                short(&hash),
+                config.path,
+                policies.len()
+            ),
+            EventData::PolicyRejected { trigger, error, kept } => format!(
+                "POLICY REJECTED ({trigger}), {} stays in force: {error}",
+                short(&kept)
+            ),
             EventData::Result { statement_seq, outcome, tags, rows, sqlstate, message, duration_us } => {
                 let what = match outcome {
                     Outcome::Ok => format!("ok {} rows={rows}", tags.join("; ")),
+                    Outcome::Refused => format!(
+                        "refused {} {}",
+                        sqlstate.unwrap_or_default(),
+                        message.unwrap_or_default()
+                    ),
                     Outcome::Error => format!(
                         "ERROR {} {}",
                         sqlstate.unwrap_or_default(),

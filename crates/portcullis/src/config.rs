@@ -3,10 +3,13 @@
 
 use anyhow::{anyhow, bail, Context};
 use portcullis_core::config::{Config, ListenerTlsMode, UpstreamTls};
+use portcullis_core::{EventData, SnapshotFile};
+use portcullis_policy::{Actor, GateState, PolicySet, Target};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// A validated configuration with resolved paths and secrets.
 pub struct Loaded {
@@ -16,6 +19,108 @@ pub struct Loaded {
     pub ledger_path: PathBuf,
     /// Target passwords by connection name.
     pub passwords: std::collections::HashMap<String, Option<String>>,
+    /// The configuration file's text, as loaded (recorded in policy snapshots).
+    pub text: String,
+    /// The policies, validated.
+    pub policies: Arc<PolicySet>,
+}
+
+impl Loaded {
+    /// What the policy gate decides with: policies, agents' groups, connections' tags.
+    pub fn gate_state(&self) -> GateState {
+        GateState {
+            policies: self.policies.clone(),
+            actors: self
+                .config
+                .agents
+                .iter()
+                .map(|a| {
+                    (
+                        a.name.clone(),
+                        Actor {
+                            name: a.name.clone(),
+                            groups: a.groups.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            targets: self
+                .config
+                .connections
+                .iter()
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        Target {
+                            name: c.name.clone(),
+                            kind: "postgres".into(),
+                            tags: c.tags.clone(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The policy snapshot event for this version.
+    pub fn snapshot_event(&self, trigger: &str) -> EventData {
+        EventData::PolicySnapshot {
+            hash: self.policies.hash().to_string(),
+            trigger: trigger.to_string(),
+            config: SnapshotFile {
+                path: self.path.display().to_string(),
+                sha256: sha256_hex(self.text.as_bytes()),
+                text: self.text.clone(),
+            },
+            policies: self
+                .policies
+                .files()
+                .iter()
+                .map(|f| SnapshotFile {
+                    path: f.path.clone(),
+                    sha256: f.sha256.clone(),
+                    text: f.text.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The policy files a configuration names: files as given, folders expanded to their
+/// `*.cedar` files (sorted).
+pub fn policy_files(config: &Config, base: &Path, where_: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in &config.policy.files {
+        let p = resolve(base, entry);
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(&p)
+                .with_context(|| format!("{where_}: policy.files: cannot list {}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "cedar"))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                bail!("{where_}: policy.files: folder {} holds no *.cedar file", p.display());
+            }
+            out.extend(found);
+        } else if p.exists() {
+            out.push(p);
+        } else {
+            bail!(
+                "{where_}: policy.files: {} does not exist (paths are relative to the configuration file's folder)",
+                p.display()
+            );
+        }
+    }
+    Ok(out)
 }
 
 pub fn schema_json() -> String {
@@ -25,6 +130,10 @@ pub fn schema_json() -> String {
 
 /// Parses the file only (no secret resolution): enough for `audit` commands.
 pub fn parse(path: &Path) -> anyhow::Result<(Config, PathBuf, PathBuf)> {
+    parse_text(path).map(|(c, d, l, _)| (c, d, l))
+}
+
+fn parse_text(path: &Path) -> anyhow::Result<(Config, PathBuf, PathBuf, String)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
     let config: Config = toml::from_str(&text).map_err(|e| {
@@ -46,7 +155,7 @@ pub fn parse(path: &Path) -> anyhow::Result<(Config, PathBuf, PathBuf)> {
         Some(p) => resolve(&data_dir, p),
         None => data_dir.join("ledger.db"),
     };
-    Ok((config, data_dir, ledger_path))
+    Ok((config, data_dir, ledger_path, text))
 }
 
 fn resolve(base: &Path, p: &Path) -> PathBuf {
@@ -61,7 +170,7 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
 
 /// Parses and validates everything `serve` needs.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
-    let (mut config, data_dir, ledger_path) = parse(path)?;
+    let (mut config, data_dir, ledger_path, text) = parse_text(path)?;
     let where_ = path.display().to_string();
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
 
@@ -150,25 +259,43 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
             .map(|a| (a.name.as_str(), a.key_hash.as_str())),
     )
     .map_err(|e| anyhow!("{where_}: {e}"))?;
+    let mut agents = HashSet::new();
+    for a in &config.agents {
+        if !agents.insert(&a.name) {
+            bail!("{where_}: agent {:?} is defined twice", a.name);
+        }
+    }
+    let files = policy_files(&config, &base, &where_)?;
+    let policies = PolicySet::load_files(&files).map_err(|e| anyhow!("{e}"))?;
     Ok(Loaded {
         config,
         path: path.to_path_buf(),
         data_dir,
         ledger_path,
         passwords,
+        text,
+        policies: Arc::new(policies),
     })
 }
 
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let l = load(path)?;
     println!(
-        "{}: OK — {} listener(s), {} connection(s), {} agent(s); ledger at {}",
+        "{}: OK — {} listener(s), {} connection(s), {} agent(s), {} policy(ies) in {} file(s); ledger at {}",
         l.path.display(),
         l.config.listeners.len(),
         l.config.connections.len(),
         l.config.agents.len(),
+        l.policies.len(),
+        l.policies.files().len(),
         l.ledger_path.display()
     );
+    for f in l.policies.files() {
+        println!("  policy file {} (sha256 {})", f.path, &f.sha256[..16]);
+    }
+    if l.policies.is_empty() {
+        eprintln!("warning: no policies: every statement will be denied. Add [policy] files = [\"policies\"] (see examples/policies)");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

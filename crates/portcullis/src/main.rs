@@ -4,6 +4,7 @@ mod agent;
 mod audit;
 mod config;
 mod demo;
+mod reload;
 mod serve;
 mod tls;
 

@@ -5,6 +5,8 @@ use anyhow::{anyhow, Context};
 use portcullis_core::config::Protocol;
 use portcullis_identity::AgentRegistry;
 use portcullis_ledger::{Ledger, LedgerOptions};
+use portcullis_core::NewEvent;
+use portcullis_policy::Gate;
 use portcullis_proto_postgres::{tls::upstream_connector, ListenerSettings, PgGateway, Target};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +19,9 @@ use tokio::sync::watch;
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     crate::init_tracing();
     let loaded = config::load(path)?;
+    if loaded.policies.is_empty() {
+        tracing::warn!("no policy files in {}: every statement will be denied; add [policy] files = [...] (see examples/policies)", path.display());
+    }
     let rt = runtime()?;
     rt.block_on(async move {
         let running = start(&loaded).await?;
@@ -44,11 +49,13 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     ledger: Ledger,
+    reloader: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Ends every session, drains the ledger, syncs it.
     pub async fn stop(self) {
+        self.reloader.abort();
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
@@ -80,6 +87,18 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
         )
         .map_err(|e| anyhow!("{e}"))?,
     );
+    let gate = Arc::new(Gate::new(
+        loaded.gate_state(),
+        cfg.policy.cache_entries,
+    ));
+    // The rules in force are part of the record: before any statement is decided.
+    ledger
+        .append(vec![NewEvent::new(
+            "gateway",
+            loaded.snapshot_event("start"),
+        )])
+        .await
+        .map_err(|e| anyhow!("cannot record the policy snapshot: {e}"))?;
     let mut targets = HashMap::new();
     for c in &cfg.connections {
         let tls = upstream_connector(c.tls, c.ca_file.as_deref())
@@ -127,16 +146,25 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
             },
             ledger: ledger.clone(),
             agents: agents.clone(),
+            gate: gate.clone(),
             targets: targets.clone(),
             cancels: cancels.clone(),
         });
         tasks.push(tokio::spawn(gw.serve(listener, rx.clone())));
     }
+    let reloader = tokio::spawn(crate::reload::watch(
+        loaded.path.clone(),
+        cfg.policy.watch,
+        loaded.policies.hash().to_string(),
+        gate.clone(),
+        ledger.clone(),
+    ));
     Ok(Running {
         addrs,
         shutdown,
         tasks,
         ledger,
+        reloader,
     })
 }
 

@@ -1,11 +1,20 @@
 //! The relay: a full-duplex loop between one client and its target session.
 //!
-//! Where a Postgres statement gets recorded: [`Relay::on_client_data`] frames what the client
-//! sent, turns every simple Query, extended-protocol Execute and FunctionCall into a ledger
-//! `statement` event, waits until the ledger has taken them (durable per the configured
-//! mode), and only then forwards the bytes. If the ledger refuses, the statements are not
-//! forwarded (fail closed): the client gets a FATAL error and the session ends, so the
+//! Where a Postgres statement gets decided and recorded: [`Relay::on_client_data`] frames what
+//! the client sent, asks the policy [`Gate`] about every simple Query, Parse, Execute and
+//! FunctionCall, turns each Query, Execute and FunctionCall (and each refused Parse) into a
+//! ledger `statement` event with the decision, waits until the ledger has taken them (durable
+//! per the configured mode), and only then forwards the bytes. If the ledger refuses, nothing
+//! is forwarded (fail closed): the client gets a FATAL error and the session ends, so the
 //! target rolls back whatever transaction was open rather than committing half of it.
+//!
+//! **Refusing a statement without ending the session.** A statement policy refuses is not
+//! forwarded; in its place the target gets a message that fails without effect (a Query or a
+//! Parse of the text `DENIED BY PORTCULLIS POLICY`, or a FunctionCall of OID 0). The target
+//! answers with an error, which the relay replaces by SQLSTATE 42501 naming the policy and
+//! the reason. So the target's state is exactly what a failing statement leaves: an open
+//! transaction is aborted (COMMIT rolls back, nothing half-commits), the rest of an extended
+//! pipeline segment is skipped, and the session stays usable.
 //!
 //! [`Relay::on_server_data`] frames what the target answers, matches completions, errors and
 //! ReadyForQuery to the pending statements in order, and writes `result` events. DataRow and
@@ -29,8 +38,11 @@ use crate::stream::Stream;
 use crate::upstream::Upstream;
 use crate::wire::{self, ErrorFields, Reader};
 use bytes::BytesMut;
-use portcullis_core::{EventData, NewEvent, Outcome, ParamValue, Principal};
+use portcullis_core::{DecisionRecord, EventData, NewEvent, Outcome, ParamValue, Principal};
 use portcullis_ledger::Ledger;
+use portcullis_policy::gate::function_call_by_oid;
+use portcullis_policy::sql::{Classification, PreparedStatements};
+use portcullis_policy::{Gate, GateDecision, Verdict};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,6 +72,7 @@ pub struct SessionInfo {
 struct Prepared {
     sql: Arc<str>,
     param_types: Vec<u32>,
+    class: Arc<Classification>,
 }
 
 #[derive(Clone)]
@@ -67,6 +80,7 @@ struct Portal {
     statement: String,
     sql: Arc<str>,
     params: Arc<Vec<ParamValue>>,
+    class: Arc<Classification>,
 }
 
 /// A change to the relay's view of statements/portals, awaiting the target's confirmation.
@@ -91,6 +105,15 @@ enum Pending {
         rows: u64,
         counted: u64,
         error: Option<ErrorFields>,
+        /// Refused by policy: the target got a failing stand-in; its error becomes this one.
+        denied: Option<ErrorFields>,
+    },
+    /// An extended-protocol message (Parse or Execute) refused by policy: the target got a
+    /// failing Parse in its place, whose error becomes this one.
+    Denied {
+        seq: u64,
+        start: Instant,
+        error: ErrorFields,
     },
     Execute {
         seq: u64,
@@ -109,6 +132,9 @@ enum Item {
     /// A Sync and the segment it closes.
     Sync(BytesMut, u64),
     Statement(BytesMut, bool),
+    /// A refused statement: the stand-in to send, the error the client gets, and whether it
+    /// is extended protocol (answered by the segment's Sync) or a Query/FunctionCall.
+    Denied(BytesMut, ErrorFields, bool),
     CopyEnd(BytesMut),
 }
 
@@ -117,7 +143,16 @@ struct Draft {
     mode: &'static str,
     statement_name: Option<String>,
     params: Vec<ParamValue>,
+    verdict: Verdict,
+    reason: Option<String>,
+    decision: Option<Box<DecisionRecord>>,
 }
+
+/// The text of the stand-in statement a refused one is replaced with: a syntax error, so the
+/// target fails it before doing anything, and the name says why in the target's log.
+const DENIED_SQL: &str = "DENIED BY PORTCULLIS POLICY";
+/// Prepared-statement name of the stand-in Parse (never created: the Parse fails).
+const DENIED_STATEMENT: &str = "portcullis_denied";
 
 enum Flow {
     Continue,
@@ -134,6 +169,9 @@ pub struct Relay {
     cbuf: BytesMut,
     sbuf: BytesMut,
     ledger: Ledger,
+    gate: Arc<Gate>,
+    /// SQL-level `PREPARE`d statements, for classifying `EXECUTE`.
+    sql_prepared: PreparedStatements,
     max_message: usize,
     _cancel: CancelGuard,
     // client → target
@@ -161,6 +199,7 @@ impl Relay {
         client: Stream,
         upstream: Upstream,
         ledger: Ledger,
+        gate: Arc<Gate>,
         max_message: u32,
         cancel: CancelGuard,
     ) -> Self {
@@ -177,6 +216,8 @@ impl Relay {
                 b
             },
             ledger,
+            gate,
+            sql_prepared: PreparedStatements::default(),
             max_message: max_message as usize,
             _cancel: cancel,
             c_stream_left: 0,
@@ -244,7 +285,9 @@ impl Relay {
         let mut events = Vec::new();
         for p in std::mem::take(&mut self.queue) {
             match p {
-                Pending::Query { seq, start, .. } | Pending::Execute { seq, start, .. } => {
+                Pending::Query { seq, start, .. }
+                | Pending::Execute { seq, start, .. }
+                | Pending::Denied { seq, start, .. } => {
                     events.push(self.result(seq, Outcome::Aborted, vec![], 0, None, start))
                 }
                 _ => {}
@@ -393,17 +436,33 @@ impl Relay {
                         .cstr()
                         .ok_or_else(|| bad("Query without a terminated string"))?;
                     draft_bytes += text.len();
-                    drafts.push(Draft {
-                        text,
-                        mode: "simple",
-                        statement_name: None,
-                        params: vec![],
-                    });
-                    items.push(Item::Statement(msg, false));
+                    let mut class = self.gate.classify(&text);
+                    if class.needs_session() {
+                        class = Arc::new(class.resolve(&self.sql_prepared));
+                    }
+                    let gd = self.decide(&class, &text);
+                    let verdict = gd.decision.verdict;
+                    if verdict == Verdict::Allow {
+                        self.sql_prepared.apply(&class);
+                        items.push(Item::Statement(msg, false));
+                    } else {
+                        let mut standin = BytesMut::new();
+                        wire::put_message(&mut standin, b'Q', |b| wire::put_cstr(b, DENIED_SQL));
+                        items.push(Item::Denied(standin, self.denial(&gd, &class), false));
+                    }
+                    drafts.push(Draft::new(text, "simple", None, vec![], &gd, &class));
                 }
                 b'P' => {
-                    self.on_parse(body)?;
-                    items.push(Item::Forward(msg));
+                    let (name, sql, class) = self.on_parse(body)?;
+                    let gd = self.decide(&class, &sql);
+                    if gd.decision.verdict == Verdict::Allow {
+                        items.push(Item::Forward(msg));
+                    } else {
+                        // Refused at Parse: planning can already run functions.
+                        draft_bytes += sql.len();
+                        items.push(Item::Denied(denied_parse(), self.denial(&gd, &class), true));
+                        drafts.push(Draft::new(sql.to_string(), "parse", Some(name), vec![], &gd, &class));
+                    }
                 }
                 b'B' => {
                     self.on_bind(body)?;
@@ -413,35 +472,46 @@ impl Relay {
                     let portal = Reader::new(body)
                         .cstr()
                         .ok_or_else(|| bad("Execute without a portal name"))?;
-                    let draft = match self.portals.get(&portal) {
-                        Some(p) => Draft {
-                            text: p.sql.to_string(),
-                            mode: "extended",
-                            statement_name: Some(p.statement.clone()),
-                            params: p.params.as_ref().clone(),
-                        },
-                        None => Draft {
-                            text: format!("<execute of unknown portal {portal:?}>"),
-                            mode: "extended",
-                            statement_name: None,
-                            params: vec![],
-                        },
+                    let (text, name, params, class) = match self.portals.get(&portal) {
+                        Some(p) => (
+                            p.sql.to_string(),
+                            Some(p.statement.clone()),
+                            p.params.as_ref().clone(),
+                            p.class.clone(),
+                        ),
+                        None => {
+                            let text = format!("<execute of unknown portal {portal:?}>");
+                            let class = Arc::new(portcullis_policy::sql::classify(&text));
+                            (text, None, vec![], class)
+                        }
                     };
-                    draft_bytes += draft.text.len();
-                    drafts.push(draft);
-                    items.push(Item::Statement(msg, true));
+                    // Decided again at Execute: the policies may have changed since Parse.
+                    let gd = self.decide(&class, &text);
+                    if gd.decision.verdict == Verdict::Allow {
+                        items.push(Item::Statement(msg, true));
+                    } else {
+                        items.push(Item::Denied(denied_parse(), self.denial(&gd, &class), true));
+                    }
+                    draft_bytes += text.len();
+                    drafts.push(Draft::new(text, "extended", name, params, &gd, &class));
                 }
                 b'F' => {
                     let oid = Reader::new(body)
                         .u32()
                         .ok_or_else(|| bad("short FunctionCall"))?;
-                    drafts.push(Draft {
-                        text: format!("<function call: oid {oid}>"),
-                        mode: "function_call",
-                        statement_name: None,
-                        params: vec![],
-                    });
-                    items.push(Item::Statement(msg, false));
+                    let text = format!("<function call: oid {oid}>");
+                    let class = function_call_by_oid(oid);
+                    let gd = self.decide(&class, &text);
+                    if gd.decision.verdict == Verdict::Allow {
+                        items.push(Item::Statement(msg, false));
+                    } else {
+                        let mut standin = BytesMut::new();
+                        wire::put_message(&mut standin, b'F', |b| {
+                            b.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+                        });
+                        items.push(Item::Denied(standin, self.denial(&gd, &class), false));
+                    }
+                    drafts.push(Draft::new(text, "function_call", None, vec![], &gd, &class));
                 }
                 b'D' => {
                     let mut r = Reader::new(body);
@@ -511,8 +581,9 @@ impl Relay {
                             mode: d.mode.into(),
                             statement_name: d.statement_name,
                             params: d.params,
-                            verdict: "allow".into(),
-                            reason: None,
+                            verdict: d.verdict.name().into(),
+                            reason: d.reason,
+                            decision: d.decision,
                         },
                     )
                 })
@@ -567,6 +638,25 @@ impl Relay {
                             rows: 0,
                             counted: 0,
                             error: None,
+                            denied: None,
+                        }
+                    });
+                    seq += 1;
+                }
+                Item::Denied(standin, error, extended) => {
+                    out.extend_from_slice(&standin);
+                    let start = Instant::now();
+                    self.queue.push_back(if extended {
+                        Pending::Denied { seq, start, error }
+                    } else {
+                        Pending::Query {
+                            seq,
+                            start,
+                            tags: vec![],
+                            rows: 0,
+                            counted: 0,
+                            error: None,
+                            denied: Some(error),
                         }
                     });
                     seq += 1;
@@ -584,6 +674,47 @@ impl Relay {
         } else {
             Flow::Continue
         })
+    }
+
+    fn decide(&self, class: &Classification, text: &str) -> GateDecision {
+        self.gate.decide(
+            &self.info.principal.agent,
+            &self.info.connection,
+            class,
+            text,
+            None,
+        )
+    }
+
+    /// The error a refused statement's client gets: SQLSTATE 42501, naming policy and reason.
+    fn denial(&self, gd: &GateDecision, class: &Classification) -> ErrorFields {
+        let d = &gd.decision;
+        let classes: Vec<&str> = class.actions.iter().map(|a| a.name()).collect();
+        let (message, hint) = match d.verdict {
+            Verdict::Review => (
+                format!("portcullis: held for review: {}", d.reason),
+                "human approval is not available in this version of portcullis, so a statement that needs review is refused; ask an operator to change the policy".to_string(),
+            ),
+            _ => (
+                format!("portcullis: permission denied: {}", d.reason),
+                format!(
+                    "`portcullis policy explain --config FILE --agent {} --connection {} \"SQL\"` shows how the policies decide",
+                    self.info.principal.agent, self.info.connection
+                ),
+            ),
+        };
+        let policies = if d.policies.is_empty() {
+            "none matched (default deny)".to_string()
+        } else {
+            d.policies.join(", ")
+        };
+        ErrorFields::error("42501", message)
+            .with_detail(format!(
+                "statement classes: {}; deciding policies: {policies}; policy snapshot {}",
+                classes.join(", "),
+                &gd.snapshot[..gd.snapshot.len().min(16)]
+            ))
+            .with_hint(hint)
     }
 
     /// Whether a message names a statement or portal that a segment still in flight changes:
@@ -621,7 +752,8 @@ impl Relay {
             })
     }
 
-    fn on_parse(&mut self, body: &[u8]) -> Result<(), PgError> {
+    /// Stages a Parse into the relay's view; returns the statement's name, SQL and class.
+    fn on_parse(&mut self, body: &[u8]) -> Result<(String, Arc<str>, Arc<Classification>), PgError> {
         let mut r = Reader::new(body);
         let name = r
             .cstr()
@@ -639,17 +771,23 @@ impl Relay {
                     .ok_or_else(|| bad("Parse with fewer parameter types than announced"))?,
             );
         }
+        let mut class = self.gate.classify(&sql);
+        if class.needs_session() {
+            class = Arc::new(class.resolve(&self.sql_prepared));
+        }
+        let sql: Arc<str> = sql.into();
         let new = Prepared {
-            sql: sql.into(),
+            sql: sql.clone(),
             param_types,
+            class: class.clone(),
         };
         // As the target does: a named statement that exists is not replaced (error 42P05).
         let before = stage(&mut self.statements, &name, &new);
         self.ops.push_back(Op {
             segment: self.segment,
-            target: OpTarget::Statement(name, before, Some(new)),
+            target: OpTarget::Statement(name.clone(), before, Some(new)),
         });
-        Ok(())
+        Ok((name, sql, class))
     }
 
     fn on_bind(&mut self, body: &[u8]) -> Result<(), PgError> {
@@ -669,13 +807,15 @@ impl Relay {
         let nparams =
             r.i16()
                 .ok_or_else(|| bad("Bind without a parameter count"))? as u16 as usize;
-        let (sql, types): (Arc<str>, &[u32]) = match self.statements.get(&statement) {
-            Some(p) => (p.sql.clone(), &p.param_types),
-            None => (
-                format!("<unknown prepared statement {statement:?}>").into(),
-                &[],
-            ),
-        };
+        let (sql, types, class): (Arc<str>, &[u32], Arc<Classification>) =
+            match self.statements.get(&statement) {
+                Some(p) => (p.sql.clone(), &p.param_types, p.class.clone()),
+                None => {
+                    let text = format!("<unknown prepared statement {statement:?}>");
+                    let class = Arc::new(portcullis_policy::sql::classify(&text));
+                    (text.into(), &[], class)
+                }
+            };
         let mut params = Vec::with_capacity(nparams);
         for i in 0..nparams {
             let format = match formats.len() {
@@ -715,6 +855,7 @@ impl Relay {
             statement,
             sql,
             params: Arc::new(params),
+            class,
         };
         // As the target does: a named portal that exists is not replaced (error 42P03).
         let before = stage(&mut self.portals, &portal, &new);
@@ -847,7 +988,13 @@ impl Relay {
                         }
                     }
                 }
-                b'E' => self.on_error(ErrorFields::parse(body), &mut results),
+                b'E' => {
+                    if let Some(denial) = self.on_error(ErrorFields::parse(body), &mut results) {
+                        // The stand-in of a refused statement failed: the client sees why.
+                        denial.encode(&mut out);
+                        continue;
+                    }
+                }
                 b'G' => self.on_copy_in(),
                 b'Z' => {
                     self.on_ready(&mut results);
@@ -937,10 +1084,22 @@ impl Relay {
         }
     }
 
-    fn on_error(&mut self, err: ErrorFields, results: &mut Vec<NewEvent>) {
+    /// Matches an ErrorResponse to what it answers; returns the error to send instead when it
+    /// answers the stand-in of a refused statement.
+    fn on_error(&mut self, err: ErrorFields, results: &mut Vec<NewEvent>) -> Option<ErrorFields> {
         self.copy_in = false;
         match self.queue.front_mut() {
+            Some(Pending::Query { error, denied: Some(denial), .. }) => {
+                *error = Some(denial.clone());
+                return Some(denial.clone());
+            }
             Some(Pending::Query { error, .. }) => *error = Some(err),
+            Some(Pending::Denied { .. }) => {
+                if let Some(Pending::Denied { seq, start, error }) = self.queue.pop_front() {
+                    results.push(self.result(seq, Outcome::Refused, vec![], 0, Some(&error), start));
+                    return Some(error);
+                }
+            }
             Some(Pending::Execute { .. }) => {
                 if let Some(Pending::Execute {
                     seq,
@@ -960,6 +1119,7 @@ impl Relay {
             }
             _ => {}
         }
+        None
     }
 
     /// ReadyForQuery: closes a simple query, or everything up to the segment's Sync.
@@ -972,10 +1132,13 @@ impl Relay {
                 tags,
                 rows,
                 error,
+                denied,
                 ..
             }) = self.queue.pop_front()
             {
-                let outcome = if error.is_some() {
+                let outcome = if denied.is_some() {
+                    Outcome::Refused
+                } else if error.is_some() {
                     Outcome::Error
                 } else {
                     Outcome::Ok
@@ -995,7 +1158,7 @@ impl Relay {
                 Pending::Execute { seq, start, .. } => {
                     results.push(self.result(seq, Outcome::Skipped, vec![], 0, None, start));
                 }
-                Pending::Query { seq, start, .. } => {
+                Pending::Query { seq, start, .. } | Pending::Denied { seq, start, .. } => {
                     results.push(self.result(seq, Outcome::Skipped, vec![], 0, None, start));
                 }
                 Pending::CopyEnd => {}
@@ -1006,6 +1169,49 @@ impl Relay {
             }
         }
     }
+}
+
+impl Draft {
+    fn new(
+        text: String,
+        mode: &'static str,
+        statement_name: Option<String>,
+        params: Vec<ParamValue>,
+        gd: &GateDecision,
+        class: &Classification,
+    ) -> Draft {
+        let d = &gd.decision;
+        let list = |set: &std::collections::BTreeSet<String>| set.iter().cloned().collect();
+        Draft {
+            text,
+            mode,
+            statement_name,
+            params,
+            verdict: d.verdict,
+            reason: (d.verdict != Verdict::Allow).then(|| d.reason.clone()),
+            decision: Some(Box::new(DecisionRecord {
+                classes: class.actions.iter().map(|a| a.name().to_string()).collect(),
+                reads: list(&class.reads),
+                writes: list(&class.writes),
+                functions: list(&class.functions),
+                notes: class.notes.clone(),
+                policies: d.policies.clone(),
+                snapshot: gd.snapshot.clone(),
+            })),
+        }
+    }
+}
+
+/// The stand-in for a refused Parse or Execute: a Parse that fails with a syntax error. It
+/// names a statement but never creates one, so the session's statements stay as they were.
+fn denied_parse() -> BytesMut {
+    let mut b = BytesMut::new();
+    wire::put_message(&mut b, b'P', |b| {
+        wire::put_cstr(b, DENIED_STATEMENT);
+        wire::put_cstr(b, DENIED_SQL);
+        b.extend_from_slice(&[0, 0]);
+    });
+    b
 }
 
 /// Applies a Parse or Bind to the relay's view as the target will: the unnamed object is

@@ -57,6 +57,8 @@ pub struct PgGateway {
     pub settings: ListenerSettings,
     pub ledger: Ledger,
     pub agents: Arc<AgentRegistry>,
+    /// Decides every statement (policies in force, swapped on reload).
+    pub gate: Arc<portcullis_policy::Gate>,
     pub targets: HashMap<String, Arc<Target>>,
     pub cancels: CancelRegistry,
 }
@@ -389,6 +391,7 @@ impl PgGateway {
             client,
             upstream,
             self.ledger.clone(),
+            self.gate.clone(),
             self.settings.max_message_bytes,
             cancel_guard,
         )))

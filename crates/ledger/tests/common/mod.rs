@@ -26,6 +26,7 @@ pub fn statement(session: &str, marker: &str) -> NewEvent {
             params: Vec::new(),
             verdict: "allow".into(),
             reason: None,
+            decision: None,
         },
     )
 }

@@ -97,6 +97,15 @@ impl Classification {
             c.notes.extend(s.notes.iter().cloned());
         }
         c.statements = statements;
+        // A class checked on a table need not be checked on the connection as well.
+        let on_tables: BTreeSet<Action> = c
+            .checks
+            .iter()
+            .filter(|(_, o)| o.is_some())
+            .map(|(a, _)| *a)
+            .collect();
+        c.checks
+            .retain(|(a, o)| o.is_some() || !on_tables.contains(a));
         c
     }
 

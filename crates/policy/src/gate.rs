@@ -1,0 +1,122 @@
+//! The Gate: what protocol crates call to decide a command.
+//!
+//! It holds the policies in force with the agents' groups and the connections' tags (all
+//! swapped together on reload, so a decision never mixes two versions), and the shared
+//! classification cache. Every decision names the snapshot (policy hash) it was made under.
+
+use crate::cache::ClassificationCache;
+use crate::engine::{Actor, Decision, PolicySet, Request, Target};
+use crate::sql::Classification;
+use crate::Action;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+/// One consistent version of everything a decision depends on.
+pub struct GateState {
+    pub policies: Arc<PolicySet>,
+    pub actors: HashMap<String, Actor>,
+    pub targets: HashMap<String, Target>,
+}
+
+/// A decision and the version it was made under.
+#[derive(Debug, Clone)]
+pub struct GateDecision {
+    pub decision: Decision,
+    /// Hash of the policy snapshot in force (see the `policy_snapshot` ledger event).
+    pub snapshot: String,
+}
+
+pub struct Gate {
+    state: RwLock<Arc<GateState>>,
+    cache: ClassificationCache,
+}
+
+impl Gate {
+    pub fn new(state: GateState, cache_entries: usize) -> Gate {
+        Gate {
+            state: RwLock::new(Arc::new(state)),
+            cache: ClassificationCache::new(cache_entries),
+        }
+    }
+
+    /// The version in force.
+    pub fn current(&self) -> Arc<GateState> {
+        self.state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts a new version in force; sessions use it from their next statement.
+    pub fn replace(&self, state: GateState) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
+    }
+
+    /// The classification of SQL text (cached by text).
+    pub fn classify(&self, sql: &str) -> Arc<Classification> {
+        self.cache.classify(sql)
+    }
+
+    /// Decides a classified command for an agent on a connection.
+    pub fn decide(
+        &self,
+        agent: &str,
+        connection: &str,
+        classification: &Classification,
+        text: &str,
+        justification: Option<&str>,
+    ) -> GateDecision {
+        let state = self.current();
+        let unknown_actor;
+        let actor = match state.actors.get(agent) {
+            Some(a) => a,
+            None => {
+                unknown_actor = Actor {
+                    name: agent.to_string(),
+                    groups: vec![],
+                };
+                &unknown_actor
+            }
+        };
+        let unknown_target;
+        let target = match state.targets.get(connection) {
+            Some(t) => t,
+            None => {
+                unknown_target = Target {
+                    name: connection.to_string(),
+                    kind: "postgres".into(),
+                    tags: Default::default(),
+                };
+                &unknown_target
+            }
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let decision = state.policies.decide(&Request {
+            actor,
+            target,
+            classification,
+            text,
+            justification,
+            now,
+        });
+        GateDecision {
+            decision,
+            snapshot: state.policies.hash().to_string(),
+        }
+    }
+}
+
+/// The classification of a protocol-level function call by OID (the function's name is not
+/// on the wire).
+pub fn function_call_by_oid(oid: u32) -> Classification {
+    let mut c = Classification::default();
+    c.actions.insert(Action::FunctionCall);
+    c.checks.insert((Action::FunctionCall, None));
+    c.functions = BTreeSet::from([format!("oid:{oid}")]);
+    c.notes
+        .push("FunctionCall message: a function called by OID through the protocol".into());
+    c
+}
