@@ -37,7 +37,10 @@ fn policies() -> PolicySet {
 
 fn bench(c: &mut Criterion) {
     let set = policies();
-    let actor = Actor { name: "analyst".into(), groups: vec!["analysts".into()] };
+    let actor = Actor {
+        name: "analyst".into(),
+        groups: vec!["analysts".into()],
+    };
     let target = Target {
         name: "shop".into(),
         kind: "postgres".into(),
@@ -53,7 +56,14 @@ fn bench(c: &mut Criterion) {
                 i += 1;
                 let text = format!("{sql} -- {i}");
                 let cl = classify(black_box(&text));
-                black_box(set.decide(&Request { actor: &actor, target: &target, classification: &cl, text: &text, justification: None, now }))
+                black_box(set.decide(&Request {
+                    actor: &actor,
+                    target: &target,
+                    classification: &cl,
+                    text: &text,
+                    justification: None,
+                    now,
+                }))
             })
         });
     }
@@ -66,7 +76,14 @@ fn bench(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(name), sql, |b, sql| {
             b.iter(|| {
                 let cl = cache.classify(black_box(sql));
-                black_box(set.decide(&Request { actor: &actor, target: &target, classification: &cl, text: sql, justification: None, now }))
+                black_box(set.decide(&Request {
+                    actor: &actor,
+                    target: &target,
+                    classification: &cl,
+                    text: sql,
+                    justification: None,
+                    now,
+                }))
             })
         });
     }
@@ -74,7 +91,9 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("classify");
     for (name, sql) in STATEMENTS {
-        g.bench_with_input(BenchmarkId::from_parameter(name), sql, |b, sql| b.iter(|| classify(black_box(sql))));
+        g.bench_with_input(BenchmarkId::from_parameter(name), sql, |b, sql| {
+            b.iter(|| classify(black_box(sql)))
+        });
     }
     g.finish();
 }

@@ -243,7 +243,10 @@ impl PolicySet {
         let validation = Validator::new(schema.clone()).validate(&all, ValidationMode::Strict);
         if let Some(e) = validation.validation_errors().next() {
             let (fi, start) = origin.get(e.policy_id()).copied().unwrap_or((0, 0));
-            let (path, text) = files.get(fi).map(|(p, t)| (p.as_str(), t.as_str())).unwrap_or(("?", ""));
+            let (path, text) = files
+                .get(fi)
+                .map(|(p, t)| (p.as_str(), t.as_str()))
+                .unwrap_or(("?", ""));
             let offset = miette::Diagnostic::labels(e)
                 .and_then(|mut l| l.next())
                 .map(|l| l.offset())
@@ -377,7 +380,8 @@ impl PolicySet {
         let mut set = cedar_policy::PolicySet::new();
         for p in self.policies.policies() {
             let principal_ok = match p.principal_constraint() {
-                cedar_policy::PrincipalConstraint::Any | cedar_policy::PrincipalConstraint::Is(_) => true,
+                cedar_policy::PrincipalConstraint::Any
+                | cedar_policy::PrincipalConstraint::Is(_) => true,
                 cedar_policy::PrincipalConstraint::Eq(u) => u == me,
                 cedar_policy::PrincipalConstraint::In(u)
                 | cedar_policy::PrincipalConstraint::IsIn(_, u) => mine.contains(&u),
@@ -405,11 +409,21 @@ impl PolicySet {
         let connection = uid("Portcullis::Connection", &req.target.name);
         let entities = match self.cached_entities(req, &principal, &connection) {
             Ok(e) => e,
-            Err(e) => return deny_all(c, format!("the gateway could not describe the request to the policy engine: {e}")),
+            Err(e) => {
+                return deny_all(
+                    c,
+                    format!("the gateway could not describe the request to the policy engine: {e}"),
+                )
+            }
         };
         let context = match context(req) {
             Ok(ctx) => ctx,
-            Err(e) => return deny_all(c, format!("the gateway could not build the policy context: {e}")),
+            Err(e) => {
+                return deny_all(
+                    c,
+                    format!("the gateway could not build the policy context: {e}"),
+                )
+            }
         };
 
         let mut checks = Vec::with_capacity(c.checks.len());
@@ -439,7 +453,9 @@ impl PolicySet {
                 }
             };
             let policies = self.subset(req.actor, *action);
-            let response = self.authorizer.is_authorized(&request, &policies, &entities);
+            let response = self
+                .authorizer
+                .is_authorized(&request, &policies, &entities);
             for e in response.diagnostics().errors() {
                 errors.push(e.to_string());
             }
@@ -501,7 +517,11 @@ impl PolicySet {
                     "{} needs a human's approval (policy {}{})",
                     describe(first),
                     first.policies.join(", "),
-                    if why.is_empty() { String::new() } else { format!(": {}", why.join("; ")) }
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", why.join("; "))
+                    }
                 )
             }
             (Verdict::Allow, Some(_)) => format!("permitted by {}", policies.join(", ")),
@@ -589,7 +609,10 @@ impl PolicySet {
             .collect();
         for t in tables {
             let (schema, table) = split_qualified(t);
-            let schema_uid = uid("Portcullis::Schema", &format!("{}/{schema}", req.target.name));
+            let schema_uid = uid(
+                "Portcullis::Schema",
+                &format!("{}/{schema}", req.target.name),
+            );
             if schemas.insert(schema.to_string()) {
                 list.push(
                     Entity::new(
@@ -667,19 +690,46 @@ fn context(req: &Request<'_>) -> Result<Context, String> {
     let weekday = (days + 3).rem_euclid(7) + 1;
     let time = RestrictedExpression::new_record([
         ("unix".to_string(), RestrictedExpression::new_long(now)),
-        ("hour".to_string(), RestrictedExpression::new_long(now.rem_euclid(86_400) / 3600)),
-        ("weekday".to_string(), RestrictedExpression::new_long(weekday)),
+        (
+            "hour".to_string(),
+            RestrictedExpression::new_long(now.rem_euclid(86_400) / 3600),
+        ),
+        (
+            "weekday".to_string(),
+            RestrictedExpression::new_long(weekday),
+        ),
     ])
     .map_err(|e| e.to_string())?;
     Context::from_pairs([
         ("text".to_string(), s(req.text)),
-        ("classes".to_string(), set(&mut c.actions.iter().map(|a| a.name()))),
-        ("reads".to_string(), set(&mut c.reads.iter().map(String::as_str))),
-        ("writes".to_string(), set(&mut c.writes.iter().map(String::as_str))),
-        ("functions".to_string(), set(&mut c.functions.iter().map(String::as_str))),
-        ("statements".to_string(), RestrictedExpression::new_long(c.statements.len() as i64)),
-        ("has_justification".to_string(), RestrictedExpression::new_bool(req.justification.is_some_and(|j| !j.trim().is_empty()))),
-        ("justification".to_string(), s(req.justification.unwrap_or(""))),
+        (
+            "classes".to_string(),
+            set(&mut c.actions.iter().map(|a| a.name())),
+        ),
+        (
+            "reads".to_string(),
+            set(&mut c.reads.iter().map(String::as_str)),
+        ),
+        (
+            "writes".to_string(),
+            set(&mut c.writes.iter().map(String::as_str)),
+        ),
+        (
+            "functions".to_string(),
+            set(&mut c.functions.iter().map(String::as_str)),
+        ),
+        (
+            "statements".to_string(),
+            RestrictedExpression::new_long(c.statements.len() as i64),
+        ),
+        (
+            "has_justification".to_string(),
+            RestrictedExpression::new_bool(req.justification.is_some_and(|j| !j.trim().is_empty())),
+        ),
+        (
+            "justification".to_string(),
+            s(req.justification.unwrap_or("")),
+        ),
         ("time".to_string(), time),
     ])
     .map_err(|e| e.to_string())
@@ -749,7 +799,13 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let col = offset - before.iter().rposition(|&b| b == b'\n').map(|p| p + 1).unwrap_or(0) + 1;
+    let col = offset
+        - before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map(|p| p + 1)
+            .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -761,7 +817,9 @@ fn first_diagnostic(text: &str, e: &cedar_policy::ParseErrors) -> (usize, usize,
         .map(|l| l.offset())
         .unwrap_or(0);
     let (line, column) = line_col(text, offset);
-    let message = first.map(|d| d.to_string()).unwrap_or_else(|| e.to_string());
+    let message = first
+        .map(|d| d.to_string())
+        .unwrap_or_else(|| e.to_string());
     let help = first
         .and_then(miette::Diagnostic::help)
         .map(|h| format!("; {h}"))
@@ -779,15 +837,29 @@ mod tests {
     use crate::sql::classify;
 
     fn actor() -> Actor {
-        Actor { name: "analyst".into(), groups: vec!["readers".into()] }
+        Actor {
+            name: "analyst".into(),
+            groups: vec!["readers".into()],
+        }
     }
     fn target() -> Target {
-        Target { name: "shop".into(), kind: "postgres".into(), tags: BTreeMap::from([("env".into(), "prod".into())]) }
+        Target {
+            name: "shop".into(),
+            kind: "postgres".into(),
+            tags: BTreeMap::from([("env".into(), "prod".into())]),
+        }
     }
     fn decide(policies: &str, sql: &str) -> Decision {
         let set = PolicySet::load(&[("test.cedar".into(), policies.into())]).unwrap();
         let c = classify(sql);
-        set.decide(&Request { actor: &actor(), target: &target(), classification: &c, text: sql, justification: None, now: 1_700_000_000 })
+        set.decide(&Request {
+            actor: &actor(),
+            target: &target(),
+            classification: &c,
+            text: sql,
+            justification: None,
+            now: 1_700_000_000,
+        })
     }
 
     #[test]
@@ -795,7 +867,11 @@ mod tests {
         let d = decide("", "SELECT 1");
         assert_eq!(d.verdict, Verdict::Deny);
         assert!(d.policies.is_empty());
-        assert!(d.reason.contains("no policy permits select"), "{}", d.reason);
+        assert!(
+            d.reason.contains("no policy permits select"),
+            "{}",
+            d.reason
+        );
     }
 
     #[test]
@@ -809,7 +885,10 @@ mod tests {
         let d = decide(p, "SELECT * FROM orders");
         assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
         assert_eq!(d.policies, ["readers-read-prod"]);
-        let d = decide(p, "WITH x AS (DELETE FROM orders RETURNING 1) SELECT * FROM x");
+        let d = decide(
+            p,
+            "WITH x AS (DELETE FROM orders RETURNING 1) SELECT * FROM x",
+        );
         assert_eq!(d.verdict, Verdict::Deny);
         assert!(d.reason.contains("delete on public.orders"), "{}", d.reason);
     }
@@ -827,11 +906,18 @@ mod tests {
         let d = decide(p, "CREATE TABLE t (a int)");
         assert_eq!(d.verdict, Verdict::Review, "{d:?}");
         assert_eq!(d.policies, ["ddl-review"]);
-        assert!(d.reason.contains("schema changes need a DBA"), "{}", d.reason);
+        assert!(
+            d.reason.contains("schema changes need a DBA"),
+            "{}",
+            d.reason
+        );
         let d = decide(p, "DROP TABLE orders");
         assert_eq!(d.verdict, Verdict::Deny);
         assert_eq!(d.policies, ["no-drop-orders"]);
-        assert_eq!(d.reason, "ddl on public.orders is forbidden by policy no-drop-orders");
+        assert_eq!(
+            d.reason,
+            "ddl on public.orders is forbidden by policy no-drop-orders"
+        );
     }
 
     #[test]
@@ -840,12 +926,30 @@ mod tests {
         let msg = e.to_string();
         assert!(msg.starts_with("p.cedar:3:"), "{msg}");
         assert!(msg.contains("selectt"), "{msg}");
-        let e = PolicySet::load(&[("p.cedar".into(), "// c\npermit(principal, action, resource)\nwhen { context.nope };".into())]).err().unwrap();
+        let e = PolicySet::load(&[(
+            "p.cedar".into(),
+            "// c\npermit(principal, action, resource)\nwhen { context.nope };".into(),
+        )])
+        .err()
+        .unwrap();
         assert!(e.to_string().starts_with("p.cedar:3:"), "{e}");
-        let e = PolicySet::load(&[("p.cedar".into(), "permit(principal, action, resource);\nforbid(principal action, resource);".into())]).err().unwrap();
+        let e = PolicySet::load(&[(
+            "p.cedar".into(),
+            "permit(principal, action, resource);\nforbid(principal action, resource);".into(),
+        )])
+        .err()
+        .unwrap();
         assert!(e.to_string().starts_with("p.cedar:2:"), "{e}");
-        let e = PolicySet::load(&[("p.cedar".into(), "@review(\"x\")\nforbid(principal, action, resource);".into())]).err().unwrap();
-        assert!(matches!(e, PolicyError::ReviewOnForbid { line: 1, .. }), "{e}");
+        let e = PolicySet::load(&[(
+            "p.cedar".into(),
+            "@review(\"x\")\nforbid(principal, action, resource);".into(),
+        )])
+        .err()
+        .unwrap();
+        assert!(
+            matches!(e, PolicyError::ReviewOnForbid { line: 1, .. }),
+            "{e}"
+        );
     }
 
     #[test]
@@ -864,4 +968,3 @@ mod tests {
         assert_eq!(decide(p, "SELECT 1").verdict, Verdict::Deny);
     }
 }
-

@@ -18,7 +18,9 @@ pub enum PolicyError {
     },
 
     /// A policy parses but does not fit the schema (unknown action, attribute, type error…).
-    #[error("{path}:{line}:{column}: policy {policy}: {message}{help} (see `portcullis policy schema`)")]
+    #[error(
+        "{path}:{line}:{column}: policy {policy}: {message}{help} (see `portcullis policy schema`)"
+    )]
     Schema {
         path: String,
         line: usize,
@@ -29,7 +31,9 @@ pub enum PolicyError {
     },
 
     /// Two policies share an `@id`.
-    #[error("{path}:{line}: policy id {id:?} is already used at {first}; give each policy a unique @id")]
+    #[error(
+        "{path}:{line}: policy id {id:?} is already used at {first}; give each policy a unique @id"
+    )]
     DuplicateId {
         path: String,
         line: usize,

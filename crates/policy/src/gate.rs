@@ -41,10 +41,7 @@ impl Gate {
 
     /// The version in force.
     pub fn current(&self) -> Arc<GateState> {
-        self.state
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Puts a new version in force; sessions use it from their next statement.

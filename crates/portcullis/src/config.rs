@@ -28,38 +28,7 @@ pub struct Loaded {
 impl Loaded {
     /// What the policy gate decides with: policies, agents' groups, connections' tags.
     pub fn gate_state(&self) -> GateState {
-        GateState {
-            policies: self.policies.clone(),
-            actors: self
-                .config
-                .agents
-                .iter()
-                .map(|a| {
-                    (
-                        a.name.clone(),
-                        Actor {
-                            name: a.name.clone(),
-                            groups: a.groups.clone(),
-                        },
-                    )
-                })
-                .collect(),
-            targets: self
-                .config
-                .connections
-                .iter()
-                .map(|c| {
-                    (
-                        c.name.clone(),
-                        Target {
-                            name: c.name.clone(),
-                            kind: "postgres".into(),
-                            tags: c.tags.clone(),
-                        },
-                    )
-                })
-                .collect(),
-        }
+        gate_state(&self.config, self.policies.clone())
     }
 
     /// The policy snapshot event for this version.
@@ -86,6 +55,40 @@ impl Loaded {
     }
 }
 
+/// What the policy gate decides with: policies, agents' groups, connections' tags.
+pub fn gate_state(config: &Config, policies: Arc<PolicySet>) -> GateState {
+    GateState {
+        policies,
+        actors: config
+            .agents
+            .iter()
+            .map(|a| {
+                (
+                    a.name.clone(),
+                    Actor {
+                        name: a.name.clone(),
+                        groups: a.groups.clone(),
+                    },
+                )
+            })
+            .collect(),
+        targets: config
+            .connections
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    Target {
+                        name: c.name.clone(),
+                        kind: "postgres".into(),
+                        tags: c.tags.clone(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
@@ -108,7 +111,10 @@ pub fn policy_files(config: &Config, base: &Path, where_: &str) -> anyhow::Resul
                 .collect();
             found.sort();
             if found.is_empty() {
-                bail!("{where_}: policy.files: folder {} holds no *.cedar file", p.display());
+                bail!(
+                    "{where_}: policy.files: folder {} holds no *.cedar file",
+                    p.display()
+                );
             }
             out.extend(found);
         } else if p.exists() {
@@ -166,6 +172,16 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     } else {
         base.join(p)
     }
+}
+
+/// Parses the configuration and loads its policies (no secrets, no listeners checked):
+/// enough to explain a decision.
+pub fn load_policies(path: &Path) -> anyhow::Result<(Config, Arc<PolicySet>)> {
+    let (config, ..) = parse(path)?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let files = policy_files(&config, &base, &path.display().to_string())?;
+    let policies = PolicySet::load_files(&files).map_err(|e| anyhow!("{e}"))?;
+    Ok((config, Arc::new(policies)))
 }
 
 /// Parses and validates everything `serve` needs.

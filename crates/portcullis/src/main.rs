@@ -4,6 +4,7 @@ mod agent;
 mod audit;
 mod config;
 mod demo;
+mod policy;
 mod reload;
 mod serve;
 mod tls;
@@ -32,7 +33,7 @@ enum Command {
         #[arg(long, short, env = "PORTCULLIS_CONFIG")]
         config: PathBuf,
     },
-    /// Validate a configuration file and explain what is wrong.
+    /// Validate a configuration file and its policies, and explain what is wrong.
     Check {
         #[arg(long, short, env = "PORTCULLIS_CONFIG")]
         config: PathBuf,
@@ -40,6 +41,9 @@ enum Command {
     /// Read and verify the ledger.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Explain policy decisions; print the policy schema.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Manage agent service accounts.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
@@ -62,6 +66,7 @@ fn main() -> ExitCode {
         Command::Check { config } => config::check(&config),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Agent(cmd) => agent::run(cmd),
+        Command::Policy(cmd) => policy::run(cmd),
         Command::Config(ConfigCommand::Schema) => {
             println!("{}", config::schema_json());
             Ok(ExitCode::SUCCESS)

@@ -3,9 +3,9 @@
 use crate::config::{self, Loaded};
 use anyhow::{anyhow, Context};
 use portcullis_core::config::Protocol;
+use portcullis_core::NewEvent;
 use portcullis_identity::AgentRegistry;
 use portcullis_ledger::{Ledger, LedgerOptions};
-use portcullis_core::NewEvent;
 use portcullis_policy::Gate;
 use portcullis_proto_postgres::{tls::upstream_connector, ListenerSettings, PgGateway, Target};
 use std::collections::HashMap;
@@ -87,10 +87,7 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
         )
         .map_err(|e| anyhow!("{e}"))?,
     );
-    let gate = Arc::new(Gate::new(
-        loaded.gate_state(),
-        cfg.policy.cache_entries,
-    ));
+    let gate = Arc::new(Gate::new(loaded.gate_state(), cfg.policy.cache_entries));
     // The rules in force are part of the record: before any statement is decided.
     ledger
         .append(vec![NewEvent::new(

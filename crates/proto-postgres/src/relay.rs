@@ -461,7 +461,14 @@ impl Relay {
                         // Refused at Parse: planning can already run functions.
                         draft_bytes += sql.len();
                         items.push(Item::Denied(denied_parse(), self.denial(&gd, &class), true));
-                        drafts.push(Draft::new(sql.to_string(), "parse", Some(name), vec![], &gd, &class));
+                        drafts.push(Draft::new(
+                            sql.to_string(),
+                            "parse",
+                            Some(name),
+                            vec![],
+                            &gd,
+                            &class,
+                        ));
                     }
                 }
                 b'B' => {
@@ -753,7 +760,10 @@ impl Relay {
     }
 
     /// Stages a Parse into the relay's view; returns the statement's name, SQL and class.
-    fn on_parse(&mut self, body: &[u8]) -> Result<(String, Arc<str>, Arc<Classification>), PgError> {
+    fn on_parse(
+        &mut self,
+        body: &[u8],
+    ) -> Result<(String, Arc<str>, Arc<Classification>), PgError> {
         let mut r = Reader::new(body);
         let name = r
             .cstr()
@@ -1089,14 +1099,25 @@ impl Relay {
     fn on_error(&mut self, err: ErrorFields, results: &mut Vec<NewEvent>) -> Option<ErrorFields> {
         self.copy_in = false;
         match self.queue.front_mut() {
-            Some(Pending::Query { error, denied: Some(denial), .. }) => {
+            Some(Pending::Query {
+                error,
+                denied: Some(denial),
+                ..
+            }) => {
                 *error = Some(denial.clone());
                 return Some(denial.clone());
             }
             Some(Pending::Query { error, .. }) => *error = Some(err),
             Some(Pending::Denied { .. }) => {
                 if let Some(Pending::Denied { seq, start, error }) = self.queue.pop_front() {
-                    results.push(self.result(seq, Outcome::Refused, vec![], 0, Some(&error), start));
+                    results.push(self.result(
+                        seq,
+                        Outcome::Refused,
+                        vec![],
+                        0,
+                        Some(&error),
+                        start,
+                    ));
                     return Some(error);
                 }
             }

@@ -13,15 +13,24 @@ use crate::Action;
 pub fn class_of(name: &str) -> Option<(Action, &'static str)> {
     const ADMIN_PREFIXES: &[(&str, &str)] = &[
         ("pg_ls_", "lists server directories"),
-        ("dblink", "opens connections to other servers and runs SQL there"),
+        (
+            "dblink",
+            "opens connections to other servers and runs SQL there",
+        ),
         ("pg_file_", "writes server files (adminpack)"),
         ("pg_stat_reset", "resets server statistics"),
         ("pg_replication_origin_", "changes replication state"),
         ("pg_wal_replay_", "controls WAL replay"),
         ("query_to_xml", "runs the SQL held in its argument"),
         ("cursor_to_xml", "reads a cursor by name"),
-        ("table_to_xml", "reads a table named in a string, out of the policy's sight"),
-        ("schema_to_xml", "reads every table of a schema named in a string"),
+        (
+            "table_to_xml",
+            "reads a table named in a string, out of the policy's sight",
+        ),
+        (
+            "schema_to_xml",
+            "reads every table of a schema named in a string",
+        ),
         ("database_to_xml", "reads every table of the database"),
     ];
     const ADMIN: &[(&str, &str)] = &[
@@ -42,11 +51,23 @@ pub fn class_of(name: &str) -> Option<(Action, &'static str)> {
         ("pg_backup_stop", "stops a base backup"),
         ("pg_start_backup", "starts a base backup"),
         ("pg_stop_backup", "stops a base backup"),
-        ("pg_create_physical_replication_slot", "creates a replication slot"),
-        ("pg_create_logical_replication_slot", "creates a replication slot"),
+        (
+            "pg_create_physical_replication_slot",
+            "creates a replication slot",
+        ),
+        (
+            "pg_create_logical_replication_slot",
+            "creates a replication slot",
+        ),
         ("pg_drop_replication_slot", "drops a replication slot"),
-        ("pg_copy_physical_replication_slot", "copies a replication slot"),
-        ("pg_copy_logical_replication_slot", "copies a replication slot"),
+        (
+            "pg_copy_physical_replication_slot",
+            "copies a replication slot",
+        ),
+        (
+            "pg_copy_logical_replication_slot",
+            "copies a replication slot",
+        ),
         ("pg_log_backend_memory_contexts", "writes to the server log"),
         ("pg_import_system_collations", "changes the catalog"),
         ("pg_execute_server_program", "runs server programs"),

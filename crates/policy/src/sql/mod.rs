@@ -436,7 +436,10 @@ fn classify_one(sql: &str) -> StatementClass {
             Some(N::ExecuteStmt(e)) => {
                 s = StatementClass::unknown(
                     &top,
-                    format!("EXECUTE of prepared statement {:?}, not yet resolved", e.name),
+                    format!(
+                        "EXECUTE of prepared statement {:?}, not yet resolved",
+                        e.name
+                    ),
                 );
                 s.executes = Some(e.name.clone());
             }
@@ -474,31 +477,61 @@ fn classify_one(sql: &str) -> StatementClass {
             reads_rows(&mut s, &selected);
         }
         "TruncateStmt" => changes(&mut s, Action::Truncate, &ddl),
-        "GrantStmt" | "GrantRoleStmt" | "CreateRoleStmt" | "AlterRoleStmt"
-        | "AlterRoleSetStmt" | "DropRoleStmt" | "AlterDefaultPrivilegesStmt"
-        | "ReassignOwnedStmt" | "DropOwnedStmt" | "CreatePolicyStmt" | "AlterPolicyStmt"
-        | "SecLabelStmt" | "CreateUserMappingStmt" | "AlterUserMappingStmt"
+        "GrantStmt"
+        | "GrantRoleStmt"
+        | "CreateRoleStmt"
+        | "AlterRoleStmt"
+        | "AlterRoleSetStmt"
+        | "DropRoleStmt"
+        | "AlterDefaultPrivilegesStmt"
+        | "ReassignOwnedStmt"
+        | "DropOwnedStmt"
+        | "CreatePolicyStmt"
+        | "AlterPolicyStmt"
+        | "SecLabelStmt"
+        | "CreateUserMappingStmt"
+        | "AlterUserMappingStmt"
         | "DropUserMappingStmt" => changes(&mut s, Action::Dcl, &ddl),
         "DoStmt" => s.note(
             Action::Admin,
             "DO runs procedural code the gateway cannot see into",
         ),
-        "AlterSystemStmt" => s.note(Action::Admin, "ALTER SYSTEM changes the server configuration"),
+        "AlterSystemStmt" => s.note(
+            Action::Admin,
+            "ALTER SYSTEM changes the server configuration",
+        ),
         "LoadStmt" => s.note(Action::Admin, "LOAD loads a shared library into the server"),
         "CreateExtensionStmt" | "AlterExtensionStmt" | "AlterExtensionContentsStmt" => s.note(
             Action::Admin,
             "extensions can install code that runs inside the server",
         ),
-        "VacuumStmt" | "ClusterStmt" | "ReindexStmt" | "CheckPointStmt" | "LockStmt"
-        | "CreatedbStmt" | "DropdbStmt" | "AlterDatabaseStmt" | "AlterDatabaseSetStmt"
-        | "AlterDatabaseRefreshCollStmt" | "CreateTableSpaceStmt" | "DropTableSpaceStmt"
-        | "AlterTableSpaceOptionsStmt" | "CreateSubscriptionStmt" | "AlterSubscriptionStmt"
-        | "DropSubscriptionStmt" | "CreatePublicationStmt" | "AlterPublicationStmt"
-        | "CreateForeignServerStmt" | "AlterForeignServerStmt" | "CreateFdwStmt"
-        | "AlterFdwStmt" | "ImportForeignSchemaStmt" | "AlterSystemSetStmt"
-        | "CreateEventTrigStmt" | "AlterEventTrigStmt" | "ReplicaIdentityStmt" => {
-            changes(&mut s, Action::Admin, &ddl)
-        }
+        "VacuumStmt"
+        | "ClusterStmt"
+        | "ReindexStmt"
+        | "CheckPointStmt"
+        | "LockStmt"
+        | "CreatedbStmt"
+        | "DropdbStmt"
+        | "AlterDatabaseStmt"
+        | "AlterDatabaseSetStmt"
+        | "AlterDatabaseRefreshCollStmt"
+        | "CreateTableSpaceStmt"
+        | "DropTableSpaceStmt"
+        | "AlterTableSpaceOptionsStmt"
+        | "CreateSubscriptionStmt"
+        | "AlterSubscriptionStmt"
+        | "DropSubscriptionStmt"
+        | "CreatePublicationStmt"
+        | "AlterPublicationStmt"
+        | "CreateForeignServerStmt"
+        | "AlterForeignServerStmt"
+        | "CreateFdwStmt"
+        | "AlterFdwStmt"
+        | "ImportForeignSchemaStmt"
+        | "AlterSystemSetStmt"
+        | "CreateEventTrigStmt"
+        | "AlterEventTrigStmt"
+        | "ReplicaIdentityStmt" => changes(&mut s, Action::Admin, &ddl),
         t if is_ddl(t) => {
             changes(&mut s, Action::Ddl, &ddl);
             // CREATE TABLE AS / CREATE VIEW / CREATE MATERIALIZED VIEW read their query (a
@@ -550,15 +583,11 @@ fn mentions_row_lock(sql: &str) -> bool {
 /// Whether any SELECT in the statement, at any depth, has FOR UPDATE/SHARE.
 fn has_row_lock(sql: &str) -> bool {
     match pg_query::parse(sql, 0) {
-        Ok(r) => r
-            .protobuf
-            .nodes()
-            .iter()
-            .any(|(n, ..)| match n {
-                pg_query::NodeRef::LockingClause(_) => true,
-                pg_query::NodeRef::SelectStmt(s) => !s.locking_clause.is_empty(),
-                _ => false,
-            }),
+        Ok(r) => r.protobuf.nodes().iter().any(|(n, ..)| match n {
+            pg_query::NodeRef::LockingClause(_) => true,
+            pg_query::NodeRef::SelectStmt(s) => !s.locking_clause.is_empty(),
+            _ => false,
+        }),
         // Cannot tell: assume it locks (the cautious answer).
         Err(_) => true,
     }
@@ -585,7 +614,10 @@ fn is_false(arg: &Option<Box<pg_query::protobuf::Node>>) -> bool {
     };
     match node {
         N::Boolean(b) => !b.boolval,
-        N::String(s) => matches!(s.sval.to_ascii_lowercase().as_str(), "false" | "off" | "0" | "no"),
+        N::String(s) => matches!(
+            s.sval.to_ascii_lowercase().as_str(),
+            "false" | "off" | "0" | "no"
+        ),
         N::Integer(i) => i.ival == 0,
         _ => false,
     }

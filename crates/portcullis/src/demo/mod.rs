@@ -109,6 +109,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("  {exe} audit verify --config {}", config_path.display());
         println!();
         println!("Try: SELECT full_name, email, card_number FROM customers LIMIT 5;");
+        println!("demo-agent is a read-only analyst (policies in {}):", dir.join("policies").display());
+        println!("     DELETE FROM orders;  → refused with SQLSTATE 42501, naming the policy.");
+        println!("Ask the policies without connecting:");
+        println!(
+            "  {exe} policy explain --config {} --agent demo-agent --connection shop \"DELETE FROM orders\"",
+            config_path.display()
+        );
         println!("Ctrl-C stops the gateway and the database.");
         serve::wait_for_signal().await;
         eprintln!("\nstopping …");
@@ -161,12 +168,41 @@ fn pick_port(wanted: u16) -> u16 {
     0
 }
 
+/// The example policies, shipped inside the binary so the demo works anywhere.
+const EXAMPLE_POLICIES: &[(&str, &str)] = &[
+    (
+        "guardrails.cedar",
+        include_str!("../../../../examples/policies/guardrails.cedar"),
+    ),
+    (
+        "analyst.cedar",
+        include_str!("../../../../examples/policies/analyst.cedar"),
+    ),
+    (
+        "migration.cedar",
+        include_str!("../../../../examples/policies/migration.cedar"),
+    ),
+    (
+        "support.cedar",
+        include_str!("../../../../examples/policies/support.cedar"),
+    ),
+];
+
 fn write_config(
     dir: &Path,
     cluster: &Cluster,
     port: u16,
     key_hash: &str,
 ) -> anyhow::Result<PathBuf> {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies)
+        .with_context(|| format!("cannot create {}", policies.display()))?;
+    for (name, text) in EXAMPLE_POLICIES {
+        let p = policies.join(name);
+        if !p.exists() {
+            std::fs::write(&p, text).with_context(|| format!("cannot write {}", p.display()))?;
+        }
+    }
     let path = dir.join("portcullis.toml");
     let text = format!(
         r#"# Written by `portcullis demo`. See docs/configuration.md.
@@ -175,6 +211,10 @@ data_dir = "."
 
 [store]
 durability = "default"
+
+# Who may do what: the example policies (examples/policies in the repository).
+[policy]
+files = ["policies"]
 
 [[listeners]]
 name = "postgres"
@@ -195,7 +235,8 @@ tags = {{ env = "demo" }}
 [[agents]]
 name = "demo-agent"
 key_hash = "{key_hash}"
-description = "created by portcullis demo"
+description = "created by portcullis demo: a read-only analyst"
+groups = ["analysts"]
 "#,
         host = cluster.host(),
         pg_port = cluster.port(),

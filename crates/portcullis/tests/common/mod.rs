@@ -70,6 +70,18 @@ pub struct GatewayOptions {
     pub tls_mode: &'static str,
     /// Files written into the gateway's folder before it starts (name, contents).
     pub files: Vec<(String, Vec<u8>)>,
+    /// `[policy] files = [...]`; empty = a `policies.cedar` that permits everything.
+    pub policy_files: Vec<String>,
+    /// Groups of the test agent.
+    pub groups: Vec<String>,
+}
+
+/// The policy most tests run under: everything allowed (they test the relay, not policy).
+pub const PERMIT_ALL: &str = "permit(principal, action, resource);\n";
+
+/// The repository's `examples/policies` folder.
+pub fn example_policies() -> String {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/policies").to_string()
 }
 
 impl Default for GatewayOptions {
@@ -80,6 +92,8 @@ impl Default for GatewayOptions {
             extra_connections: String::new(),
             tls_mode: "optional",
             files: Vec::new(),
+            policy_files: Vec::new(),
+            groups: Vec::new(),
         }
     }
 }
@@ -107,6 +121,12 @@ impl Gateway {
         let port = free_port();
         let agent = agent("test-agent");
         std::fs::write(dir.path().join("target-password"), TARGET_PASSWORD).expect("write pw");
+        let policy_files = if opts.policy_files.is_empty() {
+            std::fs::write(dir.path().join("policies.cedar"), PERMIT_ALL).expect("write policy");
+            vec!["policies.cedar".to_string()]
+        } else {
+            opts.policy_files.clone()
+        };
         for (name, contents) in &opts.files {
             std::fs::write(dir.path().join(name), contents).expect("write file");
         }
@@ -118,6 +138,9 @@ data_dir = "data"
 
 [store]
 durability = "{durability}"
+
+[policy]
+files = {policy_files:?}
 
 [[listeners]]
 name = "pg"
@@ -148,6 +171,7 @@ connect_timeout_ms = 2000
 [[agents]]
 name = "{agent_name}"
 key_hash = "{key_hash}"
+groups = {groups:?}
 "#,
             durability = opts.durability,
             tls_mode = opts.tls_mode,
@@ -157,6 +181,7 @@ key_hash = "{key_hash}"
             dead_port = free_port(),
             agent_name = agent.name,
             key_hash = agent.key_hash,
+            groups = opts.groups,
         );
         std::fs::write(&config, text).expect("write config");
         let mut gw = Gateway {
@@ -370,6 +395,14 @@ key_hash = "{key_hash}"
             .arg(&self.config)
             .output()
             .expect("run portcullis")
+    }
+
+    /// Process id of the running gateway.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(|c| c.id())
+            .expect("gateway running")
     }
 
     pub fn log(&self) -> String {

@@ -1,0 +1,138 @@
+//! `portcullis policy explain|schema`: ask the policies without connecting anywhere.
+
+use crate::config;
+use clap::Subcommand;
+use portcullis_policy::sql::classify;
+use portcullis_policy::{engine, Gate, Verdict};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Show how a statement is classified and how the policies decide it, without
+    /// connecting. Exit status: 0 allow, 1 deny or review.
+    Explain {
+        #[arg(long, short, env = "PORTCULLIS_CONFIG")]
+        config: PathBuf,
+        /// Agent name (its groups come from the configuration).
+        #[arg(long)]
+        agent: String,
+        /// Connection name (its tags come from the configuration).
+        #[arg(long)]
+        connection: String,
+        /// Business justification, as `context.justification`.
+        #[arg(long)]
+        justification: Option<String>,
+        /// Print the decision as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The SQL (several statements allowed, as in a simple query).
+        sql: String,
+    },
+    /// Print the Cedar schema policies are validated against.
+    Schema,
+}
+
+pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PolicyCommand::Schema => {
+            print!("{}", engine::SCHEMA);
+            Ok(ExitCode::SUCCESS)
+        }
+        PolicyCommand::Explain {
+            config: path,
+            agent,
+            connection,
+            justification,
+            json,
+            sql,
+        } => {
+            let (cfg, policies) = config::load_policies(&path)?;
+            let mut notes = Vec::new();
+            if !cfg.agents.iter().any(|a| a.name == agent) {
+                notes.push(format!(
+                    "agent {agent:?} is not in {}: it has no groups (and could not log in)",
+                    path.display()
+                ));
+            }
+            if !cfg.connections.iter().any(|c| c.name == connection) {
+                notes.push(format!(
+                    "connection {connection:?} is not in {}: it has no tags",
+                    path.display()
+                ));
+            }
+            let gate = Gate::new(config::gate_state(&cfg, policies), 16);
+            let class = classify(&sql);
+            let gd = gate.decide(&agent, &connection, &class, &sql, justification.as_deref());
+            let d = &gd.decision;
+            if json {
+                let out = serde_json::json!({
+                    "classification": class,
+                    "decision": d,
+                    "snapshot": gd.snapshot,
+                    "notes": notes,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                for n in &notes {
+                    println!("note: {n}");
+                }
+                for (i, s) in class.statements.iter().enumerate() {
+                    println!("statement {}: {}", i + 1, s.kind);
+                    let list = |v: Vec<String>| {
+                        if v.is_empty() {
+                            "-".to_string()
+                        } else {
+                            v.join(", ")
+                        }
+                    };
+                    println!(
+                        "  classes:   {}",
+                        list(s.actions.iter().map(|a| a.to_string()).collect())
+                    );
+                    println!("  reads:     {}", list(s.reads.iter().cloned().collect()));
+                    println!("  writes:    {}", list(s.writes.iter().cloned().collect()));
+                    println!(
+                        "  functions: {}",
+                        list(s.functions.iter().cloned().collect())
+                    );
+                    for n in &s.notes {
+                        println!("  note:      {n}");
+                    }
+                }
+                println!("checks:");
+                for c in &d.checks {
+                    let on = c
+                        .object
+                        .clone()
+                        .unwrap_or_else(|| format!("connection {connection}"));
+                    let by = if c.policies.is_empty() {
+                        "no policy matched".to_string()
+                    } else {
+                        c.policies.join(", ")
+                    };
+                    println!(
+                        "  {:<14} on {:<32} {:<6} ({by})",
+                        c.action.to_string(),
+                        on,
+                        c.verdict.name()
+                    );
+                }
+                for e in &d.errors {
+                    println!("policy error (the policy was skipped): {e}");
+                }
+                println!(
+                    "verdict: {} — {}",
+                    d.verdict.name().to_uppercase(),
+                    d.reason
+                );
+                println!("policy snapshot: {}", gd.snapshot);
+            }
+            Ok(if d.verdict == Verdict::Allow {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
