@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # pgbench -S (select-only) on one throwaway cluster: direct, through pgbouncer (session
-# pooling) and through portcullis with every statement recorded, in both durability modes;
-# 1 and 8 clients; simple and prepared protocol. Prints TPS and ratios to direct.
+# pooling) and through portcullis with every statement decided by policy (the example
+# policies: the agent is a read-only analyst) and recorded, in both durability modes; 1 and 8
+# clients; simple and prepared protocol. Prints TPS and ratios to direct.
 #
-#   bench/pgbench.sh                 # 10 s per cell
-#   DURATION=30 bench/pgbench.sh     # longer cells
+# With BASELINE_REV set (a git revision from before policy existed, e.g. bf22dcd), that
+# revision is built too and run in the same cells, so the cost of policy shows in one run.
+#
+#   bench/pgbench.sh                         # 10 s per cell
+#   DURATION=30 bench/pgbench.sh             # longer cells
+#   BASELINE_REV=bf22dcd bench/pgbench.sh    # + the gateway without policy
 #
 # Needs: PostgreSQL server binaries, pgbench, pgbouncer (apt-get install -y pgbouncer), cargo.
 set -euo pipefail
@@ -22,6 +27,17 @@ command -v pgbouncer >/dev/null || {
 }
 cargo build --release -q -p portcullis
 PORTCULLIS="$CARGO_TARGET_DIR/release/portcullis"
+BASELINE=""
+if [ -n "${BASELINE_REV:-}" ]; then
+  BDIR="$HOME/.cache/portcullis/baseline-$BASELINE_REV"
+  if [ ! -x "$BDIR/target/release/portcullis" ]; then
+    rm -rf "$BDIR/src"; mkdir -p "$BDIR"
+    git worktree add --detach -f "$BDIR/src" "$BASELINE_REV" >/dev/null 2>&1 || git -C . archive "$BASELINE_REV" | (mkdir -p "$BDIR/src" && tar -x -C "$BDIR/src")
+    (cd "$BDIR/src" && CARGO_TARGET_DIR="$BDIR/target" cargo build --release -q -p portcullis)
+    git worktree remove --force "$BDIR/src" >/dev/null 2>&1 || true
+  fi
+  BASELINE="$BDIR/target/release/portcullis"
+fi
 
 WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
 AS=()
@@ -64,8 +80,12 @@ chown postgres: "$WORK/pgbouncer.ini" 2>/dev/null || true
 KEYOUT=$("$PORTCULLIS" agent create bench 2>&1)
 KEY=$(echo "$KEYOUT" | grep '^pcs_')
 HASH=$(echo "$KEYOUT" | sed -n 's/^key_hash = "\(.*\)"/\1/p')
-start_portcullis() { # $1 = durability; sets GW_PORT
-  local dir="$WORK/gw-$1" port; port=$(free_port); mkdir -p "$dir"
+start_portcullis() { # $1 = durability, $2 = binary, $3 = "policy" or ""; sets GW_PORT
+  local dir="$WORK/gw-$1$3" port policy="" groups=""; port=$(free_port); mkdir -p "$dir"
+  if [ "$3" = policy ]; then
+    policy=$'[policy]\nfiles = ["'"$PWD"'/examples/policies"]'
+    groups='groups = ["analysts"]'
+  fi
   cat > "$dir/portcullis.toml" <<TOML
 [gateway]
 data_dir = "."
@@ -83,16 +103,20 @@ host = "127.0.0.1"
 port = $PGPORT
 database = "bench"
 user = "postgres"
+$policy
 [[agents]]
 name = "bench"
 key_hash = "$HASH"
+$groups
 TOML
-  RUST_LOG=warn "$PORTCULLIS" serve --config "$dir/portcullis.toml" >/dev/null 2>"$dir/log" & PIDS+=($!)
+  RUST_LOG=warn "$2" serve --config "$dir/portcullis.toml" >/dev/null 2>"$dir/log" & PIDS+=($!)
   for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
   GW_PORT=$port
 }
-start_portcullis default; PORT_DEFAULT=$GW_PORT
-start_portcullis strict; PORT_STRICT=$GW_PORT
+start_portcullis default "$PORTCULLIS" policy; PORT_DEFAULT=$GW_PORT
+start_portcullis strict "$PORTCULLIS" policy; PORT_STRICT=$GW_PORT
+PORT_BASE=""
+if [ -n "$BASELINE" ]; then start_portcullis default "$BASELINE" ""; PORT_BASE=$GW_PORT; fi
 sleep 1
 
 run() { # target port user password clients protocol
@@ -114,19 +138,23 @@ PY
 
 echo
 echo "pgbench -S, scale $SCALE, ${DURATION}s per cell, $(nproc) cores; disk sync rate: $SYNCS fdatasync/s"
-printf '%-9s %-8s %10s %10s %7s %12s %7s %12s %7s\n' protocol clients direct pgbouncer ratio "pc-default" ratio "pc-strict" ratio
+echo "pc-default / pc-strict: policy on (examples/policies, read-only analyst); pc-nopolicy: ${BASELINE_REV:-not run (set BASELINE_REV)}"
+printf '%-9s %-8s %10s %10s %7s %12s %7s %12s %7s %12s %7s\n' protocol clients direct pgbouncer ratio "pc-nopolicy" ratio "pc-default" ratio "pc-strict" ratio
 for proto in $PROTOCOLS; do
   for c in $CLIENTS; do
     d=$(run direct "$PGPORT" postgres "" "$c" "$proto")
     b=$(run pgbouncer "$BPORT" postgres "" "$c" "$proto")
+    n=0; [ -n "$PORT_BASE" ] && n=$(run portcullis "$PORT_BASE" bench "$KEY" "$c" "$proto")
     p=$(run portcullis "$PORT_DEFAULT" bench "$KEY" "$c" "$proto")
     s=$(run portcullis "$PORT_STRICT" bench "$KEY" "$c" "$proto")
     ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')" 2>/dev/null || echo "?"; }
-    printf '%-9s %-8s %10.0f %10.0f %7s %12.0f %7s %12.0f %7s\n' "$proto" "$c" "$d" "$b" "$(ratio "$b" "$d")" "$p" "$(ratio "$p" "$d")" "$s" "$(ratio "$s" "$d")"
+    printf '%-9s %-8s %10.0f %10.0f %7s %12.0f %7s %12.0f %7s %12.0f %7s\n' "$proto" "$c" "$d" "$b" "$(ratio "$b" "$d")" "$n" "$(ratio "$n" "$d")" "$p" "$(ratio "$p" "$d")" "$s" "$(ratio "$s" "$d")"
   done
 done
 echo
 echo "strict mode bound: one fsync per group commit; at $SYNCS syncs/s and 8 clients, at most ~$((SYNCS * 8)) statements/s"
 for m in default strict; do
-  echo "ledger ($m): $("$PORTCULLIS" audit verify --config "$WORK/gw-$m/portcullis.toml" 2>/dev/null)"
+  echo "ledger ($m): $("$PORTCULLIS" audit verify --config "$WORK/gw-${m}policy/portcullis.toml" 2>/dev/null)"
 done
+denied=$("$PORTCULLIS" audit tail --config "$WORK/gw-defaultpolicy/portcullis.toml" -n 100000 2>/dev/null | grep -c "DENY" || true)
+echo "statements refused by policy during the run: $denied (pgbench -S only reads: expect 0)"
