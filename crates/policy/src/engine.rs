@@ -175,17 +175,24 @@ impl PolicySet {
         let mut info = HashMap::new();
         let mut origin: HashMap<PolicyId, (usize, usize)> = HashMap::new(); // file, offset
         let mut seen: HashMap<String, String> = HashMap::new();
+        // Every problem of every file is reported, not only the first.
+        let mut problems: Vec<PolicyError> = Vec::new();
         for (fi, (path, text)) in files.iter().enumerate() {
-            let set = cedar_policy::PolicySet::from_str(text).map_err(|e| {
-                let (line, column, message, help) = first_diagnostic(text, &e);
-                PolicyError::Syntax {
-                    path: path.clone(),
-                    line,
-                    column,
-                    message,
-                    help,
+            let set = match cedar_policy::PolicySet::from_str(text) {
+                Ok(set) => set,
+                Err(e) => {
+                    problems.extend(diagnostics(text, &e).into_iter().map(
+                        |(line, column, message, help)| PolicyError::Syntax {
+                            path: path.clone(),
+                            line,
+                            column,
+                            message,
+                            help,
+                        },
+                    ));
+                    continue;
                 }
-            })?;
+            };
             let starts = policy_starts(text);
             if set.templates().next().is_some() {
                 let line = set
@@ -195,10 +202,11 @@ impl PolicySet {
                     .and_then(|i| starts.get(i))
                     .map(|&o| line_col(text, o).0)
                     .unwrap_or(1);
-                return Err(PolicyError::Template {
+                problems.push(PolicyError::Template {
                     path: path.clone(),
                     line,
                 });
+                continue;
             }
             let mut policies: Vec<_> = set.policies().cloned().collect();
             policies.sort_by_key(|p| nth_index(p.id()).unwrap_or(usize::MAX));
@@ -210,20 +218,23 @@ impl PolicySet {
                     _ => format!("{path}:{line}"),
                 };
                 let here = format!("{path}:{line}");
-                if let Some(first) = seen.insert(shown.clone(), here.clone()) {
-                    return Err(PolicyError::DuplicateId {
+                if let Some(first) = seen.get(&shown) {
+                    problems.push(PolicyError::DuplicateId {
                         path: path.clone(),
                         line,
                         id: shown,
-                        first,
+                        first: first.clone(),
                     });
+                    continue;
                 }
+                seen.insert(shown.clone(), here);
                 let review = p.annotation("review").map(str::to_string);
                 if review.is_some() && p.effect() == cedar_policy::Effect::Forbid {
-                    return Err(PolicyError::ReviewOnForbid {
+                    problems.push(PolicyError::ReviewOnForbid {
                         path: path.clone(),
                         line,
                     });
+                    continue;
                 }
                 let id = PolicyId::new(&shown);
                 let p = p.new_id(id.clone());
@@ -241,7 +252,9 @@ impl PolicySet {
         }
 
         let validation = Validator::new(schema.clone()).validate(&all, ValidationMode::Strict);
-        if let Some(e) = validation.validation_errors().next() {
+        // The validator reports a problem once per action a policy may apply to: one per place.
+        let mut reported = HashSet::new();
+        for e in validation.validation_errors() {
             let (fi, start) = origin.get(e.policy_id()).copied().unwrap_or((0, 0));
             let (path, text) = files
                 .get(fi)
@@ -252,10 +265,13 @@ impl PolicySet {
                 .map(|l| l.offset())
                 .unwrap_or(start);
             let (line, column) = line_col(text, offset);
+            if !reported.insert((fi, offset)) {
+                continue;
+            }
             let help = miette::Diagnostic::help(e)
                 .map(|h| format!("; {h}"))
                 .unwrap_or_default();
-            return Err(PolicyError::Schema {
+            problems.push(PolicyError::Schema {
                 path: path.to_string(),
                 line,
                 column,
@@ -263,6 +279,12 @@ impl PolicySet {
                 message: e.to_string(),
                 help,
             });
+        }
+        if problems.len() == 1 {
+            return Err(problems.remove(0));
+        }
+        if !problems.is_empty() {
+            return Err(PolicyError::Several(problems));
         }
 
         let files: Vec<PolicyFile> = files
@@ -809,22 +831,21 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-fn first_diagnostic(text: &str, e: &cedar_policy::ParseErrors) -> (usize, usize, String, String) {
-    let first = e.iter().next();
-    let offset = first
-        .and_then(miette::Diagnostic::labels)
-        .and_then(|mut l| l.next())
-        .map(|l| l.offset())
-        .unwrap_or(0);
-    let (line, column) = line_col(text, offset);
-    let message = first
-        .map(|d| d.to_string())
-        .unwrap_or_else(|| e.to_string());
-    let help = first
-        .and_then(miette::Diagnostic::help)
-        .map(|h| format!("; {h}"))
-        .unwrap_or_default();
-    (line, column, message, help)
+/// Line, column, message and help of each parse error.
+fn diagnostics(text: &str, e: &cedar_policy::ParseErrors) -> Vec<(usize, usize, String, String)> {
+    e.iter()
+        .map(|d| {
+            let offset = miette::Diagnostic::labels(d)
+                .and_then(|mut l| l.next())
+                .map(|l| l.offset())
+                .unwrap_or(0);
+            let (line, column) = line_col(text, offset);
+            let help = miette::Diagnostic::help(d)
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
+            (line, column, d.to_string(), help)
+        })
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -949,6 +970,16 @@ mod tests {
         assert!(
             matches!(e, PolicyError::ReviewOnForbid { line: 1, .. }),
             "{e}"
+        );
+        // Every error is reported, in every file.
+        let e = PolicySet::load(&[
+            ("a.cedar".into(), "permit(principal, action == Portcullis::Action::\"nope\", resource);\npermit(principal, action, resource) when { context.nada };".into()),
+            ("b.cedar".into(), "\n\nforbid(principal action, resource);".into()),
+        ]).err().unwrap();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("a.cedar:1:") && msg.contains("a.cedar:2:") && msg.contains("b.cedar:3:"),
+            "{msg}"
         );
     }
 

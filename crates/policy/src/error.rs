@@ -49,6 +49,10 @@ pub enum PolicyError {
     #[error("{path}:{line}: policy templates (?principal/?resource) are not supported; write the policy out")]
     Template { path: String, line: usize },
 
+    /// More than one of the above; each on its own line.
+    #[error("{} problems in the policies:\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<PolicyError>),
+
     /// The built-in schema failed to load (a bug).
     #[error("the built-in Cedar schema does not load: {0}")]
     BuiltinSchema(String),
