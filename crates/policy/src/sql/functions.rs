@@ -32,6 +32,15 @@ pub fn class_of(name: &str) -> Option<(Action, &'static str)> {
             "reads every table of a schema named in a string",
         ),
         ("database_to_xml", "reads every table of the database"),
+        ("crosstab", "runs the SQL held in its argument (tablefunc)"),
+        ("connectby", "reads a table named in a string (tablefunc)"),
+        (
+            "pg_logical_slot_",
+            "consumes a replication slot: every table's changes",
+        ),
+        ("pg_replication_slot_advance", "moves a replication slot"),
+        ("pgstat", "reads a table named in a string (pgstattuple)"),
+        ("get_raw_page", "returns a table's raw pages (pageinspect)"),
     ];
     const ADMIN: &[(&str, &str)] = &[
         ("pg_read_file", "reads server files"),
@@ -72,6 +81,7 @@ pub fn class_of(name: &str) -> Option<(Action, &'static str)> {
         ("pg_import_system_collations", "changes the catalog"),
         ("pg_execute_server_program", "runs server programs"),
         ("ts_stat", "runs the SQL held in its argument"),
+        ("ts_rewrite", "can run the SQL held in its argument"),
         ("query_to_xmlschema", "runs the SQL held in its argument"),
     ];
     const SIDE_EFFECTS: &[(&str, &str)] = &[

@@ -124,21 +124,21 @@ impl Classification {
             .map(|s| match &s.executes {
                 None => s.clone(),
                 Some(name) => match prepared.get(name) {
+                    // The wrapper's own needs (EXPLAIN ANALYZE, CREATE TABLE AS, …) plus the
+                    // prepared statement's, in place of the unresolved placeholder.
                     Some(p) => {
-                        let mut r = p.clone();
-                        r.kind = "ExecuteStmt".into();
+                        let mut r = s.clone();
+                        let placeholder = unresolved_note(name);
+                        r.notes.retain(|n| n != &placeholder);
+                        r.checks.remove(&(Action::Unknown, None));
+                        r.actions = r.checks.iter().map(|(a, _)| *a).collect();
+                        absorb(&mut r, p.clone());
                         r.executes = Some(name.clone());
-                        r.notes.push(format!("EXECUTE runs prepared statement {name:?}"));
+                        r.notes
+                            .push(format!("EXECUTE runs prepared statement {name:?}"));
                         r
                     }
-                    None => {
-                        let mut r = StatementClass::unknown(
-                            "ExecuteStmt",
-                            format!("EXECUTE of prepared statement {name:?}, which the gateway has not seen prepared"),
-                        );
-                        r.executes = Some(name.clone());
-                        r
-                    }
+                    None => s.clone(),
                 },
             })
             .collect();
@@ -215,6 +215,17 @@ fn parse_message(e: &pg_query::Error) -> String {
 }
 
 fn classify_one(sql: &str) -> StatementClass {
+    classify_at(sql, 0)
+}
+
+/// Statements wrapped in statements (`EXPLAIN ANALYZE COPY (…)`…) deeper than this are
+/// `unknown`.
+const MAX_NESTING: usize = 8;
+
+fn classify_at(sql: &str, depth: usize) -> StatementClass {
+    if depth > MAX_NESTING {
+        return StatementClass::unknown("Nested", "statements nested too deeply to classify");
+    }
     let summary = match pg_query::summary(sql, 0, -1) {
         Ok(s) => s,
         Err(e) => {
@@ -237,6 +248,25 @@ fn classify_one(sql: &str) -> StatementClass {
         kind: top.clone(),
         ..Default::default()
     };
+    // The full parse tree, made only when a rule needs it.
+    let full = std::cell::OnceCell::new();
+    let tree = || -> Option<&pg_query::ParseResult> {
+        full.get_or_init(|| pg_query::parse(sql, 0).ok()).as_ref()
+    };
+    let top_node =
+        || -> Option<&N> { tree()?.protobuf.stmts.first()?.stmt.as_ref()?.node.as_ref() };
+    // The statement a wrapper (EXPLAIN, COPY, DECLARE, PREPARE, CREATE TABLE AS) runs,
+    // classified on its own.
+    let nested = |node: &Option<Box<pg_query::protobuf::Node>>| -> StatementClass {
+        match node
+            .as_ref()
+            .and_then(|n| n.node.as_ref())
+            .map(|n| n.deparse(pg_query::DeparseOptions::default()))
+        {
+            Some(Ok(text)) => classify_at(&text, depth + 1),
+            _ => StatementClass::unknown(&top, "a nested statement could not be read back"),
+        }
+    };
 
     let mut selected = BTreeSet::new();
     let mut dml = BTreeSet::new();
@@ -255,19 +285,84 @@ fn classify_one(sql: &str) -> StatementClass {
             Some(schema) => qualify(schema, bare),
             None => quote_ident(bare),
         };
-        if f.context == pg_query::protobuf::summary_result::Context::Call {
+        // Any use but a definition (CREATE/DROP FUNCTION names it in DDL context).
+        if f.context != pg_query::protobuf::summary_result::Context::Ddl {
             if let Some((action, why)) = functions::class_of(bare) {
                 s.note(action, format!("{shown}() {why}"));
             }
         }
         s.functions.insert(shown);
     }
-    let nested: BTreeSet<&str> = summary
-        .statement_types
-        .iter()
-        .skip(1)
-        .map(String::as_str)
-        .collect();
+    // The summary does not see every table: a name that is also a CTE's is dropped even where
+    // the CTE is out of scope, and some DDL names its objects in other nodes. Recover them
+    // from the full tree when that can matter.
+    if !summary.cte_names.is_empty() {
+        if let Some(t) = tree() {
+            for name in tables_behind_cte_names(t, &summary.cte_names, top_node()) {
+                selected.insert(name);
+            }
+        }
+    }
+    // DML anywhere in the statement (CTEs included): its target is a real table whatever the
+    // CTEs are called; RETURNING reads it back; ON CONFLICT DO UPDATE updates it.
+    let mut returned = BTreeSet::new();
+    let mut upserted = BTreeSet::new();
+    let lower = sql.to_ascii_lowercase();
+    let mut merge_sources = BTreeSet::new();
+    if !summary.cte_names.is_empty()
+        || lower.contains("returning")
+        || lower.contains("conflict")
+        || lower.contains("merge")
+    {
+        if let Some(t) = tree() {
+            let returns = |r: &Option<pg_query::protobuf::ReturningClause>| {
+                r.as_ref().is_some_and(|r| !r.exprs.is_empty())
+            };
+            for (n, ..) in t.protobuf.nodes() {
+                if let pg_query::NodeRef::MergeStmt(m) = n {
+                    // MERGE's source is read.
+                    if let Some(src) = m.source_relation.as_ref().and_then(|n| n.node.as_ref()) {
+                        for (n, ..) in src.nodes() {
+                            if let pg_query::NodeRef::RangeVar(rv) = n {
+                                merge_sources.insert(qualify(&rv.schemaname, &rv.relname));
+                            }
+                        }
+                    }
+                }
+                let (target, returning, upsert) = match n {
+                    pg_query::NodeRef::InsertStmt(i) => (
+                        i.relation.as_ref(),
+                        returns(&i.returning_clause),
+                        i.on_conflict_clause.as_ref().is_some_and(|c| {
+                            c.action
+                                == pg_query::protobuf::OnConflictAction::OnconflictUpdate as i32
+                        }),
+                    ),
+                    pg_query::NodeRef::UpdateStmt(u) => {
+                        (u.relation.as_ref(), returns(&u.returning_clause), false)
+                    }
+                    pg_query::NodeRef::DeleteStmt(d) => {
+                        (d.relation.as_ref(), returns(&d.returning_clause), false)
+                    }
+                    pg_query::NodeRef::MergeStmt(m) => {
+                        (m.relation.as_ref(), returns(&m.returning_clause), false)
+                    }
+                    _ => (None, false, false),
+                };
+                if let Some(rv) = target {
+                    let name = qualify(&rv.schemaname, &rv.relname);
+                    selected.remove(&name);
+                    dml.insert(name.clone());
+                    if returning {
+                        returned.insert(name.clone());
+                    }
+                    if upsert {
+                        upserted.insert(name);
+                    }
+                }
+            }
+        }
+    }
     let dml_actions: Vec<Action> = summary
         .statement_types
         .iter()
@@ -312,46 +407,43 @@ fn classify_one(sql: &str) -> StatementClass {
                 s.notes.push("SELECT INTO creates a table".into());
                 changes(&mut s, Action::Ddl, &ddl);
             }
-            if mentions_row_lock(sql) && has_row_lock(sql) {
-                s.notes
-                    .push("FOR UPDATE/SHARE locks rows (needs UPDATE privilege)".into());
-                changes(&mut s, Action::Update, &selected);
-            }
         }
         "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
             reads_rows(&mut s, &selected);
             writes_rows(&mut s, &dml);
-            if top == "MergeStmt" {
-                // MERGE's WHEN clauses may insert, update or delete: all three, on its target.
-                for a in [Action::Insert, Action::Update, Action::Delete] {
-                    for t in &dml {
-                        s.add(a, Some(t));
-                    }
-                }
+            if dml.iter().any(|t| t == "pg_catalog.pg_settings") {
+                s.note(
+                    Action::Dcl,
+                    "writing pg_settings is set_config(), which can change the role",
+                );
             }
         }
-        "ExplainStmt" => match parse_top(sql) {
+        "ExplainStmt" => match top_node() {
             Some(N::ExplainStmt(e)) if explain_analyzes(&e.options) => {
                 s.notes
                     .push("EXPLAIN ANALYZE runs the statement it explains".into());
                 s.add(Action::Select, None);
-                reads_rows(&mut s, &selected);
-                writes_rows(&mut s, &dml);
-                if !ddl.is_empty() {
-                    changes(&mut s, Action::Ddl, &ddl);
-                }
+                absorb(&mut s, nested(&e.query));
             }
-            Some(N::ExplainStmt(_)) => {
+            Some(N::ExplainStmt(e)) => {
                 // Plans without running: it reads the catalog, not the rows.
                 s.add(Action::Select, None);
-                for t in selected.iter().chain(dml.iter()).chain(ddl.iter()) {
+                let inner = nested(&e.query);
+                for t in selected
+                    .iter()
+                    .chain(dml.iter())
+                    .chain(ddl.iter())
+                    .chain(inner.reads.iter())
+                    .chain(inner.writes.iter())
+                {
                     s.add(Action::Select, Some(t));
                     s.reads.insert(t.clone());
                 }
+                s.functions.extend(inner.functions);
             }
             _ => s = StatementClass::unknown(&top, "EXPLAIN whose options could not be read"),
         },
-        "CopyStmt" => match parse_top(sql) {
+        "CopyStmt" => match top_node() {
             Some(N::CopyStmt(c)) => {
                 let tables: BTreeSet<ObjectName> = selected.union(&dml).cloned().collect();
                 if c.is_from {
@@ -362,10 +454,9 @@ fn classify_one(sql: &str) -> StatementClass {
                         s.add(Action::CopyOut, Some(t));
                         s.reads.insert(t.clone());
                     }
-                    // COPY (query) TO: the query's own classes too.
+                    // COPY (query) TO: the query's own classes too (it may be DML … RETURNING).
                     if c.query.is_some() {
-                        reads_rows(&mut s, &selected);
-                        writes_rows(&mut s, &dml);
+                        absorb(&mut s, nested(&c.query));
                     }
                 }
                 if c.is_program {
@@ -382,17 +473,35 @@ fn classify_one(sql: &str) -> StatementClass {
             }
             _ => s = StatementClass::unknown(&top, "COPY whose options could not be read"),
         },
-        "VariableSetStmt" => match parse_top(sql) {
+        "VariableSetStmt" => match top_node() {
             Some(N::VariableSetStmt(v)) => {
-                let kind = v.kind;
-                let resets = kind == pg_query::protobuf::VariableSetKind::VarReset as i32
-                    || kind == pg_query::protobuf::VariableSetKind::VarResetAll as i32
-                    || kind == pg_query::protobuf::VariableSetKind::VarSetDefault as i32
-                    || is_none_value(&v.args);
+                // RESET ROLE / RESET ALL return to the role configured for the login; SET ROLE
+                // NONE and SESSION AUTHORIZATION DEFAULT drop it, so they are role changes too.
+                let resets = v.kind == pg_query::protobuf::VariableSetKind::VarReset as i32
+                    || v.kind == pg_query::protobuf::VariableSetKind::VarResetAll as i32;
                 match v.name.as_str() {
-                    "role" | "session_authorization" if !resets => s.note(
+                    "role" if resets => s.add(Action::Session, None),
+                    "role" | "session_authorization" => s.note(
                         Action::Dcl,
                         format!("SET {} changes the role statements run as", v.name),
+                    ),
+                    "TRANSACTION" | "transaction_isolation" | "transaction_read_only"
+                    | "transaction_deferrable" => s.add(Action::Transaction, None),
+                    "client_encoding" | "standard_conforming_strings"
+                        if set_value(&v.args).is_some_and(|x| {
+                            let x = x.to_ascii_lowercase().replace(['-', '_'], "");
+                            matches!(x.as_str(), "utf8" | "unicode" | "on" | "true")
+                        }) =>
+                    {
+                        s.add(Action::Session, None)
+                    }
+                    "standard_conforming_strings" | "backslash_quote" | "client_encoding" => s.note(
+                        Action::Admin,
+                        format!("SET {} changes how the server reads later SQL text; the gateway parses it with the defaults", v.name),
+                    ),
+                    "session_replication_role" => s.note(
+                        Action::Admin,
+                        "session_replication_role = replica turns off triggers and foreign-key checks",
                     ),
                     "search_path" => s.note(
                         Action::Session,
@@ -403,51 +512,29 @@ fn classify_one(sql: &str) -> StatementClass {
             }
             _ => s = StatementClass::unknown(&top, "SET whose variable could not be read"),
         },
-        "PrepareStmt" => match parse_top(sql) {
+        "PrepareStmt" => match top_node() {
             Some(N::PrepareStmt(p)) => {
-                // What EXECUTE will need: the statement as if it were not prepared.
-                let mut inner = StatementClass::default();
-                let inner_top = nested.iter().next().copied().unwrap_or("");
-                inner.kind = inner_top.to_string();
-                inner.functions = s.functions.clone();
-                for n in s.notes.drain(..) {
-                    inner.notes.push(n);
-                }
-                for (a, o) in std::mem::take(&mut s.checks) {
-                    inner.add(a, o.as_ref());
-                }
-                if matches!(inner_top, "SelectStmt" | "ValuesStmt") {
-                    inner.add(Action::Select, None);
-                }
-                reads_rows(&mut inner, &selected);
-                writes_rows(&mut inner, &dml);
-                if !ddl.is_empty() {
-                    changes(&mut inner, Action::Ddl, &ddl);
-                }
-                // Deciding at PREPARE as well stops plan-time effects.
+                // What EXECUTE will need: the statement as if it were not prepared. Deciding
+                // at PREPARE as well stops plan-time effects.
+                let inner = nested(&p.query);
                 s = inner.clone();
                 s.kind = top.clone();
+                s.executes = None;
                 s.add(Action::Session, None);
                 s.prepares = Some((p.name.clone(), Box::new(inner)));
             }
             _ => s = StatementClass::unknown(&top, "PREPARE whose name could not be read"),
         },
-        "ExecuteStmt" => match parse_top(sql) {
+        "ExecuteStmt" => match top_node() {
             Some(N::ExecuteStmt(e)) => {
-                s = StatementClass::unknown(
-                    &top,
-                    format!(
-                        "EXECUTE of prepared statement {:?}, not yet resolved",
-                        e.name
-                    ),
-                );
+                s = StatementClass::unknown(&top, unresolved_note(&e.name));
                 s.executes = Some(e.name.clone());
             }
             _ => s = StatementClass::unknown(&top, "EXECUTE whose name could not be read"),
         },
         "DeallocateStmt" => {
             s.add(Action::Session, None);
-            s.deallocates = match parse_top(sql) {
+            s.deallocates = match top_node() {
                 Some(N::DeallocateStmt(d)) if !d.isall && !d.name.is_empty() => {
                     Some(Some(d.name.clone()))
                 }
@@ -461,10 +548,20 @@ fn classify_one(sql: &str) -> StatementClass {
         "DeclareCursorStmt" => {
             // DECLARE c CURSOR FOR <query>: the query's classes.
             s.add(Action::Select, None);
-            reads_rows(&mut s, &selected);
-            writes_rows(&mut s, &dml);
-            if mentions_row_lock(sql) {
-                changes(&mut s, Action::Update, &selected);
+            match top_node() {
+                Some(N::DeclareCursorStmt(d)) => absorb(&mut s, nested(&d.query)),
+                _ => s.note(Action::Unknown, "DECLARE whose query could not be read"),
+            }
+        }
+        "CreateTableAsStmt" => {
+            changes(&mut s, Action::Ddl, &ddl);
+            match top_node() {
+                // CREATE TABLE AS and CREATE MATERIALIZED VIEW run their query now.
+                Some(N::CreateTableAsStmt(c)) => absorb(&mut s, nested(&c.query)),
+                _ => s.note(
+                    Action::Unknown,
+                    "CREATE TABLE AS whose query could not be read",
+                ),
             }
         }
         "FetchStmt" | "ClosePortalStmt" => s.add(Action::Select, None),
@@ -491,7 +588,10 @@ fn classify_one(sql: &str) -> StatementClass {
         | "SecLabelStmt"
         | "CreateUserMappingStmt"
         | "AlterUserMappingStmt"
-        | "DropUserMappingStmt" => changes(&mut s, Action::Dcl, &ddl),
+        | "DropUserMappingStmt" => {
+            let ddl = with_extras(&mut s, top_node(), ddl);
+            changes(&mut s, Action::Dcl, &ddl)
+        }
         "DoStmt" => s.note(
             Action::Admin,
             "DO runs procedural code the gateway cannot see into",
@@ -531,8 +631,12 @@ fn classify_one(sql: &str) -> StatementClass {
         | "AlterSystemSetStmt"
         | "CreateEventTrigStmt"
         | "AlterEventTrigStmt"
-        | "ReplicaIdentityStmt" => changes(&mut s, Action::Admin, &ddl),
+        | "ReplicaIdentityStmt" => {
+            let ddl = with_extras(&mut s, top_node(), ddl);
+            changes(&mut s, Action::Admin, &ddl)
+        }
         t if is_ddl(t) => {
+            let ddl = with_extras(&mut s, top_node(), ddl);
             changes(&mut s, Action::Ddl, &ddl);
             // CREATE TABLE AS / CREATE VIEW / CREATE MATERIALIZED VIEW read their query (a
             // materialized view or CTAS runs it now).
@@ -546,6 +650,26 @@ fn classify_one(sql: &str) -> StatementClass {
             changes(&mut s, Action::Admin, &ddl);
         }
     }
+    // Wherever they are (a subquery, a CTE, a wrapped statement): row locks need UPDATE on
+    // the tables read; a MERGE may insert, update or delete its target.
+    if mentions_row_lock(sql) && has_row_lock(sql) {
+        s.notes
+            .push("FOR UPDATE/SHARE locks rows (needs UPDATE privilege)".into());
+        changes(&mut s, Action::Update, &selected);
+    }
+    if dml_actions.contains(&Action::Merge) {
+        for a in [Action::Insert, Action::Update, Action::Delete] {
+            changes(&mut s, a, &dml);
+        }
+    }
+    if !upserted.is_empty() {
+        s.notes
+            .push("INSERT … ON CONFLICT DO UPDATE updates existing rows".into());
+        changes(&mut s, Action::Update, &upserted);
+    }
+    // RETURNING hands rows back: PostgreSQL requires SELECT on them.
+    reads_rows(&mut s, &returned);
+    reads_rows(&mut s, &merge_sources);
     s
 }
 
@@ -593,13 +717,6 @@ fn has_row_lock(sql: &str) -> bool {
     }
 }
 
-/// The top statement's node from the full parse tree.
-fn parse_top(sql: &str) -> Option<N> {
-    let r = pg_query::parse(sql, 0).ok()?;
-    let stmt = r.protobuf.stmts.into_iter().next()?;
-    stmt.stmt?.node
-}
-
 fn explain_analyzes(options: &[pg_query::protobuf::Node]) -> bool {
     options.iter().any(|o| match &o.node {
         Some(N::DefElem(d)) => d.defname == "analyze" && !is_false(&d.arg),
@@ -623,19 +740,240 @@ fn is_false(arg: &Option<Box<pg_query::protobuf::Node>>) -> bool {
     }
 }
 
-/// `SET ROLE NONE`.
-fn is_none_value(args: &[pg_query::protobuf::Node]) -> bool {
-    fn text(n: &pg_query::protobuf::Node) -> Option<&str> {
-        match n.node.as_ref()? {
-            N::AConst(c) => match c.val.as_ref()? {
-                pg_query::protobuf::a_const::Val::Sval(s) => Some(s.sval.as_str()),
-                _ => None,
-            },
-            N::String(s) => Some(s.sval.as_str()),
-            _ => None,
+/// [`ddl_extras`] for a DDL, DCL or admin statement: the objects it names are taken from the
+/// full tree only when the summary named none.
+fn with_extras(
+    s: &mut StatementClass,
+    top: Option<&N>,
+    mut ddl: BTreeSet<ObjectName>,
+) -> BTreeSet<ObjectName> {
+    if let Some(n) = top {
+        let mut found = BTreeSet::new();
+        ddl_extras(s, n, &mut found);
+        if ddl.is_empty() {
+            ddl = found;
         }
     }
-    args.len() == 1 && text(&args[0]).is_some_and(|t| t.eq_ignore_ascii_case("none"))
+    ddl
+}
+
+/// The single value of a SET, as text.
+fn set_value(args: &[pg_query::protobuf::Node]) -> Option<String> {
+    let [arg] = args else { return None };
+    match arg.node.as_ref()? {
+        N::AConst(c) => match c.val.as_ref()? {
+            pg_query::protobuf::a_const::Val::Sval(s) => Some(s.sval.clone()),
+            pg_query::protobuf::a_const::Val::Boolval(b) => Some(b.boolval.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn unresolved_note(name: &str) -> String {
+    format!("EXECUTE of prepared statement {name:?}, which the gateway has not seen prepared")
+}
+
+/// Adds what a nested statement needs to its wrapper's needs.
+fn absorb(s: &mut StatementClass, inner: StatementClass) {
+    for (a, o) in inner.checks {
+        s.add(a, o.as_ref());
+    }
+    s.reads.extend(inner.reads);
+    s.writes.extend(inner.writes);
+    s.functions.extend(inner.functions);
+    s.notes.extend(inner.notes);
+    if inner.executes.is_some() {
+        s.executes = inner.executes;
+    }
+}
+
+/// Tables the summary hides behind CTE names. It drops every table named like a CTE, also
+/// where that CTE is out of scope. Taken as scoped correctly only when the statement has one
+/// WITH, at its top, and no CTE refers to itself or a later one without RECURSIVE; otherwise
+/// every table named like a CTE is counted as read (cautious).
+fn tables_behind_cte_names(
+    t: &pg_query::ParseResult,
+    ctes: &[String],
+    top: Option<&N>,
+) -> BTreeSet<ObjectName> {
+    let nodes = t.protobuf.nodes();
+    let withs = nodes
+        .iter()
+        .filter(|(n, ..)| match n {
+            pg_query::NodeRef::SelectStmt(x) => x.with_clause.is_some(),
+            pg_query::NodeRef::InsertStmt(x) => x.with_clause.is_some(),
+            pg_query::NodeRef::UpdateStmt(x) => x.with_clause.is_some(),
+            pg_query::NodeRef::DeleteStmt(x) => x.with_clause.is_some(),
+            pg_query::NodeRef::MergeStmt(x) => x.with_clause.is_some(),
+            pg_query::NodeRef::WithClause(_) => true,
+            _ => false,
+        })
+        .count();
+    let top_with = match top {
+        Some(N::SelectStmt(x)) => x.with_clause.as_ref(),
+        Some(N::InsertStmt(x)) => x.with_clause.as_ref(),
+        Some(N::UpdateStmt(x)) => x.with_clause.as_ref(),
+        Some(N::DeleteStmt(x)) => x.with_clause.as_ref(),
+        Some(N::MergeStmt(x)) => x.with_clause.as_ref(),
+        _ => None,
+    };
+    let named_like_cte =
+        |rv: &pg_query::protobuf::RangeVar| rv.schemaname.is_empty() && ctes.contains(&rv.relname);
+    let mut out = BTreeSet::new();
+    match top_with {
+        Some(w) if withs == 1 => {
+            if w.recursive {
+                return out;
+            }
+            // A CTE body sees only the CTEs before it.
+            let names: Vec<String> = w
+                .ctes
+                .iter()
+                .filter_map(|c| match c.node.as_ref() {
+                    Some(N::CommonTableExpr(c)) => Some(c.ctename.clone()),
+                    _ => None,
+                })
+                .collect();
+            for (i, c) in w.ctes.iter().enumerate() {
+                let Some(N::CommonTableExpr(c)) = c.node.as_ref() else {
+                    continue;
+                };
+                let Some(body) = c.ctequery.as_ref().and_then(|q| q.node.as_ref()) else {
+                    continue;
+                };
+                for (n, ..) in body.nodes() {
+                    if let pg_query::NodeRef::RangeVar(rv) = n {
+                        if rv.schemaname.is_empty() && names[i..].contains(&rv.relname) {
+                            out.insert(qualify("", &rv.relname));
+                        }
+                    }
+                }
+            }
+        }
+        _ => {
+            for (n, ..) in &nodes {
+                if let pg_query::NodeRef::RangeVar(rv) = n {
+                    if named_like_cte(rv) {
+                        out.insert(qualify("", &rv.relname));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// What DDL does beyond changing the schema: functions it evaluates now (DEFAULT, USING),
+/// C-language functions (as good as LOAD), privilege and row-security changes, and the objects
+/// it names where the summary does not report them.
+fn ddl_extras(s: &mut StatementClass, top: &N, ddl: &mut BTreeSet<ObjectName>) {
+    use pg_query::protobuf::{AlterTableType as At, ObjectType as Ot};
+    // The protobuf tree has no generic walk over every field; its Debug form names every node.
+    // Scanned for string values (function names and literals alike: a literal that spells a
+    // dangerous function's name only makes this cautious) and for relations.
+    let dump = format!("{top:?}");
+    for (i, _) in dump.match_indices("sval: \"") {
+        let rest = &dump[i + 7..];
+        if let Some(end) = rest.find('"') {
+            let name = &rest[..end];
+            if let Some((action, why)) = functions::class_of(name) {
+                s.note(
+                    action,
+                    format!("{name}() {why} (evaluated by the DDL statement itself)"),
+                );
+            }
+        }
+    }
+    for (i, _) in dump.match_indices("RangeVar { catalogname: \"") {
+        let rest = &dump[i..];
+        let field = |key: &str| -> Option<String> {
+            let at = rest.find(key)? + key.len();
+            let end = rest[at..].find('"')?;
+            Some(rest[at..at + end].to_string())
+        };
+        if let (Some(schema), Some(rel)) = (field("schemaname: \""), field("relname: \"")) {
+            ddl.insert(qualify(&schema, &rel));
+        }
+    }
+    match top {
+        N::AlterTableStmt(a) => {
+            for c in &a.cmds {
+                if let Some(N::AlterTableCmd(c)) = c.node.as_ref() {
+                    if c.subtype == At::AtChangeOwner as i32
+                        || c.subtype == At::AtDisableRowSecurity as i32
+                        || c.subtype == At::AtNoForceRowSecurity as i32
+                    {
+                        s.note(
+                            Action::Dcl,
+                            "changes the owner or turns row-level security off",
+                        );
+                    }
+                }
+            }
+        }
+        N::CreateFunctionStmt(f) => {
+            let language = f.options.iter().find_map(|o| match o.node.as_ref() {
+                Some(N::DefElem(d)) if d.defname == "language" => {
+                    match d.arg.as_ref().and_then(|a| a.node.as_ref()) {
+                        Some(N::String(s)) => Some(s.sval.to_ascii_lowercase()),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            });
+            if matches!(language.as_deref(), Some("c") | Some("internal")) {
+                s.note(
+                    Action::Admin,
+                    "a C-language function loads a shared library into the server",
+                );
+            }
+        }
+        N::DropStmt(d) => {
+            let policy = d.remove_type == Ot::ObjectPolicy as i32;
+            if policy {
+                s.note(Action::Dcl, "DROP POLICY changes row-level security");
+            }
+            let relation = [
+                Ot::ObjectTable,
+                Ot::ObjectView,
+                Ot::ObjectMatview,
+                Ot::ObjectIndex,
+                Ot::ObjectSequence,
+                Ot::ObjectForeignTable,
+            ]
+            .iter()
+            .any(|t| *t as i32 == d.remove_type);
+            for o in &d.objects {
+                if let Some(N::List(l)) = o.node.as_ref() {
+                    let mut parts: Vec<String> = l
+                        .items
+                        .iter()
+                        .filter_map(|p| match p.node.as_ref() {
+                            Some(N::String(s)) => Some(s.sval.clone()),
+                            _ => None,
+                        })
+                        .collect();
+                    if policy {
+                        parts.pop(); // the policy's own name; the rest names its table
+                    } else if !relation {
+                        continue;
+                    }
+                    match parts.as_slice() {
+                        [t] => {
+                            ddl.insert(qualify("", t));
+                        }
+                        [.., sc, t] => {
+                            ddl.insert(qualify(sc, t));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        N::AlterOwnerStmt(_) => s.note(Action::Dcl, "changes an object's owner"),
+        _ => {}
+    }
 }
 
 /// `schema.table` with the default schema filled in and identifiers quoted where SQL would.

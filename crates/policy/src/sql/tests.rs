@@ -62,7 +62,8 @@ fn role_changes_are_dcl_and_resets_are_not() {
     assert_eq!(actions("set local role postgres"), ["dcl"]);
     assert_eq!(actions("SET SESSION AUTHORIZATION postgres"), ["dcl"]);
     assert_eq!(actions("RESET ROLE"), ["session"]);
-    assert_eq!(actions("SET ROLE NONE"), ["session"]);
+    assert_eq!(actions("SET ROLE NONE"), ["dcl"]);
+    assert_eq!(actions("RESET ALL"), ["session"]);
     assert_eq!(actions("SET work_mem = '64MB'"), ["session"]);
     assert_eq!(
         actions("SELECT set_config('role', 'postgres', false)"),
