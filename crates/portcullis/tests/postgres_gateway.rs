@@ -113,7 +113,11 @@ fn psql_statements_are_recorded_with_identity_and_outcome() {
         assert!(result_seq > *seq, "a result is written after its statement");
     }
     let kinds: Vec<String> = gw.events().into_iter().map(|e| e.kind).collect();
-    assert_eq!(kinds.first().map(String::as_str), Some("policy_snapshot"), "the rules in force come first");
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("policy_snapshot"),
+        "the rules in force come first"
+    );
     assert_eq!(kinds.get(1).map(String::as_str), Some("auth_success"));
     assert_eq!(kinds.get(2).map(String::as_str), Some("session_open"));
     assert_eq!(kinds.last().map(String::as_str), Some("session_close"));
