@@ -700,8 +700,10 @@ fn is_ddl(statement_type: &str) -> bool {
 
 /// Cheap pre-check before reading a SELECT's locking clause from the full tree.
 fn mentions_row_lock(sql: &str) -> bool {
+    // The keywords cannot be quoted, escaped or split by a comment, so the text must contain
+    // them as written.
     let lower = sql.to_ascii_lowercase();
-    lower.contains("update") || lower.contains("share")
+    lower.contains("for") && (lower.contains("update") || lower.contains("share"))
 }
 
 /// Whether any SELECT in the statement, at any depth, has FOR UPDATE/SHARE.
