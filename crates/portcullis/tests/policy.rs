@@ -567,3 +567,35 @@ fn check_and_explain_point_at_files_lines_and_policies() {
     let o = run(&["policy", "schema"]);
     assert!(stdout(&o).contains("namespace Portcullis"));
 }
+
+#[test]
+fn client_encodings_the_parser_could_misread_are_refused() {
+    let cluster = target(&[]);
+    let gw = analyst_gateway(&cluster);
+    let run = |encoding: &str| {
+        std::process::Command::new(bins().path("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &gw.port.to_string(),
+            ])
+            .args(["-U", &gw.agent.name, "-d", DB, "-c", "SELECT 1"])
+            .env("PGPASSWORD", &gw.agent.key)
+            .env("PGCLIENTENCODING", encoding)
+            .output()
+            .expect("psql")
+    };
+    let o = run("SJIS");
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("client_encoding \"SJIS\" is not accepted by the gateway"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(ok(run("UTF8")).trim(), "1");
+    assert_eq!(ok(run("LATIN1")).trim(), "1");
+}

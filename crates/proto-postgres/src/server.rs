@@ -22,9 +22,10 @@ use tokio::sync::watch;
 
 pub const PROTOCOL: &str = "postgres";
 
-/// Startup parameters passed on to the target. Anything else (notably `options`, which could
-/// change the session's role or settings behind the gateway's back, and `replication`) is
-/// dropped.
+/// Startup parameters passed on to the target. Anything else is dropped: notably `options`,
+/// which could change the session's role or settings behind the gateway's back,
+/// `replication`, and `search_path`, which would change which tables unqualified names in
+/// statements mean after policy decided them (`SET search_path` is a statement, decided as one).
 const FORWARDED_PARAMS: &[&str] = &[
     "application_name",
     "client_encoding",
@@ -32,7 +33,6 @@ const FORWARDED_PARAMS: &[&str] = &[
     "timezone",
     "intervalstyle",
     "extra_float_digits",
-    "search_path",
     "bytea_output",
     "lc_monetary",
     "lc_numeric",
@@ -324,6 +324,21 @@ impl PgGateway {
             return Ok(None);
         };
 
+        if let Some((_, enc)) = params
+            .iter()
+            .find(|(k, v)| k.eq_ignore_ascii_case("client_encoding") && !safe_client_encoding(v))
+        {
+            let msg = format!("client_encoding {enc:?} is not accepted by the gateway");
+            self.record_detached(&session_id, connect_failure(msg.clone(), "22023"));
+            send_error(
+                &mut client,
+                &ErrorFields::fatal("22023", msg).with_detail(
+                    "in this encoding a multi-byte character can contain the bytes of ' and \\, so SQL text could mean one thing to the gateway's parser and another to the server",
+                ).with_hint("use UTF8 (PGCLIENTENCODING=UTF8)"),
+            )
+            .await?;
+            return Ok(None);
+        }
         let forwarded: Vec<(String, String)> = params
             .iter()
             .filter(|(k, _)| FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
@@ -481,6 +496,41 @@ pub fn ledger_refusal(reason: &str, severity: &str) -> ErrorFields {
 async fn write_flush(client: &mut Stream, bytes: &[u8]) -> Result<(), PgError> {
     client.write_all(bytes).await.map_err(PgError::client_io)?;
     client.flush().await.map_err(PgError::client_io)
+}
+
+/// Client encodings whose multi-byte characters never contain ASCII bytes, so that the
+/// gateway's parser (which reads UTF-8) and the server split SQL text the same way. The
+/// others (SJIS, BIG5, GBK, UHC, GB18030, JOHAB and their aliases) are refused.
+fn safe_client_encoding(name: &str) -> bool {
+    let n: String = name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    !matches!(
+        n.as_str(),
+        "sjis"
+            | "shiftjis"
+            | "shiftjis2004"
+            | "mskanji"
+            | "win932"
+            | "windows932"
+            | "cp932"
+            | "big5"
+            | "win950"
+            | "windows950"
+            | "cp950"
+            | "gbk"
+            | "win936"
+            | "windows936"
+            | "cp936"
+            | "uhc"
+            | "win949"
+            | "windows949"
+            | "cp949"
+            | "gb18030"
+            | "johab"
+    )
 }
 
 async fn send_error(client: &mut Stream, e: &ErrorFields) -> Result<(), PgError> {
