@@ -544,6 +544,14 @@ fn classify_at(sql: &str, depth: usize) -> StatementClass {
         "DiscardStmt" => {
             s.add(Action::Session, None);
             s.deallocates = Some(None);
+            if let Some(N::DiscardStmt(d)) = top_node() {
+                if d.target == pg_query::protobuf::DiscardMode::DiscardAll as i32 {
+                    s.note(
+                        Action::Dcl,
+                        "DISCARD ALL includes SET SESSION AUTHORIZATION DEFAULT, which drops the role configured for the login",
+                    );
+                }
+            }
         }
         "DeclareCursorStmt" => {
             // DECLARE c CURSOR FOR <query>: the query's classes.
