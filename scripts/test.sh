@@ -58,3 +58,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+# --- fuzzing: the classifier and the wire decoder, briefly (cargo-fuzz on stable, see fuzz.sh) ---
+say "fuzzing (scripts/fuzz.sh, ${FUZZ_SECONDS:-20}s per target)"
+rustfmt --edition 2021 --check fuzz/fuzz_targets/*.rs
+PORTCULLIS_CACHE="$CACHE" FUZZ_SECONDS="${FUZZ_SECONDS:-20}" ./scripts/fuzz.sh

@@ -121,6 +121,8 @@ const CACHE_LIMIT: usize = 10_000;
 /// reload builds a new set): per (agent, action), only the policies whose scope can match
 /// (Cedar evaluates every policy it is given); per (agent, connection, tables), the entities;
 /// and, when no policy reads `context.time`, whole decisions per (agent, connection,
+/// justification) and statement — by its classification when no policy reads `context.text`
+/// (so statements that differ only in literals share one), else by its text
 /// statement text, justification).
 pub struct PolicySet {
     policies: cedar_policy::PolicySet,
@@ -133,13 +135,22 @@ pub struct PolicySet {
     authorizer: Authorizer,
     /// Whether some policy may depend on the time (then decisions are not cached).
     time_dependent: bool,
+    /// Whether some policy may read the statement's text (then decisions are cached by text).
+    text_dependent: bool,
     subsets: Mutex<HashMap<(String, Action), Arc<cedar_policy::PolicySet>>>,
     entities: Mutex<HashMap<EntitiesKey, Arc<Entities>>>,
-    decisions: Mutex<HashMap<DecisionKey, Decision>>,
+    decisions: Mutex<HashMap<DecisionKey, HashMap<DecisionOf, Decision>>>,
 }
 
 type EntitiesKey = (String, String, Vec<String>);
-type DecisionKey = (String, String, String, Option<String>);
+/// (agent, connection, justification)
+type DecisionKey = (String, String, Option<String>);
+
+#[derive(PartialEq, Eq, Hash)]
+enum DecisionOf {
+    Text(String),
+    Class(Classification),
+}
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -318,6 +329,7 @@ impl PolicySet {
         // Conservative: any mention of "time" in a policy's text (an attribute, a string)
         // turns whole-decision caching off.
         let time_dependent = all.policies().any(|p| p.to_string().contains("time"));
+        let text_dependent = all.policies().any(|p| p.to_string().contains("text"));
         Ok(PolicySet {
             policies: all,
             info,
@@ -327,6 +339,7 @@ impl PolicySet {
             action_groups,
             authorizer: Authorizer::new(),
             time_dependent,
+            text_dependent,
             subsets: Mutex::new(HashMap::new()),
             entities: Mutex::new(HashMap::new()),
             decisions: Mutex::new(HashMap::new()),
@@ -373,14 +386,22 @@ impl PolicySet {
         let key = (
             req.actor.name.clone(),
             req.target.name.clone(),
-            req.text.to_string(),
             req.justification.map(str::to_string),
         );
-        if let Some(d) = locked(&self.decisions).get(&key) {
+        let of = if self.text_dependent {
+            DecisionOf::Text(req.text.to_string())
+        } else {
+            DecisionOf::Class(req.classification.clone())
+        };
+        if let Some(d) = locked(&self.decisions).get(&key).and_then(|m| m.get(&of)) {
             return d.clone();
         }
         let d = self.evaluate(req);
-        bounded_insert(&mut locked(&self.decisions), key, d.clone());
+        let mut all = locked(&self.decisions);
+        if all.len() >= CACHE_LIMIT {
+            all.clear();
+        }
+        bounded_insert(all.entry(key).or_default(), of, d.clone());
         d
     }
 

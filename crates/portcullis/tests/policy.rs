@@ -542,7 +542,10 @@ fn check_and_explain_point_at_files_lines_and_policies() {
     assert_eq!(o.status.code(), Some(1), "deny exits 1");
     let out = stdout(&o);
     assert!(out.contains("classes:   select, delete"), "{out}");
-    assert!(out.contains("select         on public.orders"), "RETURNING reads: {out}");
+    assert!(
+        out.contains("select         on public.orders"),
+        "RETURNING reads: {out}"
+    );
     assert!(out.contains("analyst-read"), "{out}");
     assert!(
         out.contains("verdict: DENY — no policy permits delete on public.orders"),

@@ -28,7 +28,7 @@ use std::collections::{BTreeSet, HashMap};
 pub type ObjectName = String;
 
 /// What one statement of a string needs.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct StatementClass {
     /// PostgreSQL's name for the statement type (`SelectStmt`, `CopyStmt`, …), or
     /// `ParseError`.
@@ -74,7 +74,7 @@ impl StatementClass {
 }
 
 /// What a whole SQL string needs: the union of its statements, and each statement.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct Classification {
     pub statements: Vec<StatementClass>,
     pub actions: BTreeSet<Action>,
