@@ -329,7 +329,11 @@ impl PolicySet {
         // Conservative: any mention of "time" in a policy's text (an attribute, a string)
         // turns whole-decision caching off.
         let time_dependent = all.policies().any(|p| p.to_string().contains("time"));
-        let text_dependent = all.policies().any(|p| p.to_string().contains("text"));
+        // (Not "text" alone: every `context.` contains it.)
+        let text_dependent = all.policies().any(|p| {
+            let t = p.to_string();
+            t.contains(".text") || t.contains("\"text\"")
+        });
         Ok(PolicySet {
             policies: all,
             info,
@@ -1009,6 +1013,40 @@ mod tests {
         let p = "// header\n\npermit(principal, action, resource);";
         let d = decide(p, "SELECT 1");
         assert_eq!(d.policies, ["test.cedar:3"]);
+    }
+
+    #[test]
+    fn cached_decisions_respect_policies_that_read_the_text() {
+        let set = PolicySet::load(&[(
+            "t.cedar".into(),
+            "permit(principal, action, resource);\nforbid(principal, action, resource) when { context.text like \"*42*\" };".into(),
+        )])
+        .unwrap();
+        assert!(set.text_dependent);
+        let run = |sql: &str| {
+            let c = classify(sql);
+            set.decide(&Request {
+                actor: &actor(),
+                target: &target(),
+                classification: &c,
+                text: sql,
+                justification: None,
+                now: 0,
+            })
+            .verdict
+        };
+        // Same classification, different text: the text decides.
+        assert_eq!(run("SELECT * FROM orders WHERE id = 1"), Verdict::Allow);
+        assert_eq!(run("SELECT * FROM orders WHERE id = 42"), Verdict::Deny);
+        assert_eq!(run("SELECT * FROM orders WHERE id = 1"), Verdict::Allow);
+        // Without such a policy, statements differing in literals share one cached decision.
+        let plain = PolicySet::load(&[(
+            "p.cedar".into(),
+            "permit(principal, action, resource) when { context.has_justification || true };"
+                .into(),
+        )])
+        .unwrap();
+        assert!(!plain.text_dependent && !plain.time_dependent);
     }
 
     #[test]
