@@ -275,12 +275,6 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
             .map(|a| (a.name.as_str(), a.key_hash.as_str())),
     )
     .map_err(|e| anyhow!("{where_}: {e}"))?;
-    let mut agents = HashSet::new();
-    for a in &config.agents {
-        if !agents.insert(&a.name) {
-            bail!("{where_}: agent {:?} is defined twice", a.name);
-        }
-    }
     let files = policy_files(&config, &base, &where_)?;
     let policies = PolicySet::load_files(&files).map_err(|e| anyhow!("{e}"))?;
     Ok(Loaded {
