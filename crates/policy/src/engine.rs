@@ -968,30 +968,20 @@ mod tests {
 
     #[test]
     fn errors_point_at_file_and_line() {
-        let e = PolicySet::load(&[("p.cedar".into(), "permit(principal, action, resource);\n\npermit(principal, action == Portcullis::Action::\"selectt\", resource);".into())]).err().unwrap();
-        let msg = e.to_string();
+        let load_err = |text: &str| {
+            PolicySet::load(&[("p.cedar".into(), text.into())])
+                .err()
+                .expect("the policy must be refused")
+        };
+        let msg = load_err("permit(principal, action, resource);\n\npermit(principal, action == Portcullis::Action::\"selectt\", resource);").to_string();
         assert!(msg.starts_with("p.cedar:3:"), "{msg}");
         assert!(msg.contains("selectt"), "{msg}");
-        let e = PolicySet::load(&[(
-            "p.cedar".into(),
-            "// c\npermit(principal, action, resource)\nwhen { context.nope };".into(),
-        )])
-        .err()
-        .unwrap();
+        let e = load_err("// c\npermit(principal, action, resource)\nwhen { context.nope };");
         assert!(e.to_string().starts_with("p.cedar:3:"), "{e}");
-        let e = PolicySet::load(&[(
-            "p.cedar".into(),
-            "permit(principal, action, resource);\nforbid(principal action, resource);".into(),
-        )])
-        .err()
-        .unwrap();
+        let e =
+            load_err("permit(principal, action, resource);\nforbid(principal action, resource);");
         assert!(e.to_string().starts_with("p.cedar:2:"), "{e}");
-        let e = PolicySet::load(&[(
-            "p.cedar".into(),
-            "@review(\"x\")\nforbid(principal, action, resource);".into(),
-        )])
-        .err()
-        .unwrap();
+        let e = load_err("@review(\"x\")\nforbid(principal, action, resource);");
         assert!(
             matches!(e, PolicyError::ReviewOnForbid { line: 1, .. }),
             "{e}"

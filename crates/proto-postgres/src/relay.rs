@@ -127,6 +127,21 @@ enum Pending {
     CopyEnd,
 }
 
+impl Pending {
+    /// A simple Query or FunctionCall awaiting its answer; `denied` for a refused one's stand-in.
+    fn query(seq: u64, start: Instant, denied: Option<ErrorFields>) -> Pending {
+        Pending::Query {
+            seq,
+            start,
+            tags: vec![],
+            rows: 0,
+            counted: 0,
+            error: None,
+            denied,
+        }
+    }
+}
+
 enum Item {
     Forward(BytesMut),
     /// A Sync and the segment it closes.
@@ -436,10 +451,7 @@ impl Relay {
                         .cstr()
                         .ok_or_else(|| bad("Query without a terminated string"))?;
                     draft_bytes += text.len();
-                    let mut class = self.gate.classify(&text);
-                    if class.needs_session() {
-                        class = Arc::new(class.resolve(&self.sql_prepared));
-                    }
+                    let class = self.classify(&text);
                     let gd = self.decide(&class, &text);
                     let verdict = gd.decision.verdict;
                     if verdict == Verdict::Allow {
@@ -638,15 +650,7 @@ impl Relay {
                             counted: 0,
                         }
                     } else {
-                        Pending::Query {
-                            seq,
-                            start,
-                            tags: vec![],
-                            rows: 0,
-                            counted: 0,
-                            error: None,
-                            denied: None,
-                        }
+                        Pending::query(seq, start, None)
                     });
                     seq += 1;
                 }
@@ -656,15 +660,7 @@ impl Relay {
                     self.queue.push_back(if extended {
                         Pending::Denied { seq, start, error }
                     } else {
-                        Pending::Query {
-                            seq,
-                            start,
-                            tags: vec![],
-                            rows: 0,
-                            counted: 0,
-                            error: None,
-                            denied: Some(error),
-                        }
+                        Pending::query(seq, start, Some(error))
                     });
                     seq += 1;
                 }
@@ -681,6 +677,17 @@ impl Relay {
         } else {
             Flow::Continue
         })
+    }
+
+    /// The classification of SQL text, with `EXECUTE` resolved against this session's
+    /// SQL-prepared statements.
+    fn classify(&self, sql: &str) -> Arc<Classification> {
+        let class = self.gate.classify(sql);
+        if class.needs_session() {
+            Arc::new(class.resolve(&self.sql_prepared))
+        } else {
+            class
+        }
     }
 
     fn decide(&self, class: &Classification, text: &str) -> GateDecision {
@@ -781,10 +788,7 @@ impl Relay {
                     .ok_or_else(|| bad("Parse with fewer parameter types than announced"))?,
             );
         }
-        let mut class = self.gate.classify(&sql);
-        if class.needs_session() {
-            class = Arc::new(class.resolve(&self.sql_prepared));
-        }
+        let class = self.classify(&sql);
         let sql: Arc<str> = sql.into();
         let new = Prepared {
             sql: sql.clone(),

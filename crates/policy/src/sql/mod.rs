@@ -660,7 +660,7 @@ fn classify_at(sql: &str, depth: usize) -> StatementClass {
     }
     // Wherever they are (a subquery, a CTE, a wrapped statement): row locks need UPDATE on
     // the tables read; a MERGE may insert, update or delete its target.
-    if mentions_row_lock(sql) && has_row_lock(sql) {
+    if mentions_row_lock(sql) && has_row_lock(tree()) {
         s.notes
             .push("FOR UPDATE/SHARE locks rows (needs UPDATE privilege)".into());
         changes(&mut s, Action::Update, &selected);
@@ -715,15 +715,15 @@ fn mentions_row_lock(sql: &str) -> bool {
 }
 
 /// Whether any SELECT in the statement, at any depth, has FOR UPDATE/SHARE.
-fn has_row_lock(sql: &str) -> bool {
-    match pg_query::parse(sql, 0) {
-        Ok(r) => r.protobuf.nodes().iter().any(|(n, ..)| match n {
+fn has_row_lock(tree: Option<&pg_query::ParseResult>) -> bool {
+    match tree {
+        Some(r) => r.protobuf.nodes().iter().any(|(n, ..)| match n {
             pg_query::NodeRef::LockingClause(_) => true,
             pg_query::NodeRef::SelectStmt(s) => !s.locking_clause.is_empty(),
             _ => false,
         }),
         // Cannot tell: assume it locks (the cautious answer).
-        Err(_) => true,
+        None => true,
     }
 }
 
