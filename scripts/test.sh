@@ -22,6 +22,11 @@ command -v chattr >/dev/null || missing+=(e2fsprogs)
 # libpg_query (the pg_query crate) generates its bindings with bindgen, which needs libclang.
 ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v clang >/dev/null || missing+=(clang)
+# The OpenID provider the identity tests run (tests/idp, npm oidc-provider) needs Node 20+ and npm.
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+# The SAML tests sign and verify assertions with xmlsec1.
+command -v xmlsec1 >/dev/null || missing+=(xmlsec1)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     say "installing ${missing[*]}"
@@ -41,6 +46,16 @@ if ! "$VENV/bin/python" -c 'import psycopg, asyncpg' >/dev/null 2>&1; then
   "$VENV/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]>=3.1' 'asyncpg>=0.29'
 fi
 export PORTCULLIS_PYTHON="$VENV/bin/python"
+
+# --- the test OpenID provider (tests/idp: oidc-provider and jose from npm, pinned by its lock) ----
+# Node 20.12+ (oidc-provider 9 uses crypto.hash); the machine image ships NodeSource's 20.x, while
+# Debian bookworm's own nodejs package is 18, too old.
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 12) ? 0 : 1)' \
+  || { echo "tests/idp needs Node.js 20.12 or newer, found $(node --version)" >&2; exit 1; }
+if [ ! -d tests/idp/node_modules/oidc-provider ] || [ tests/idp/package-lock.json -nt tests/idp/node_modules ]; then
+  say "installing the test OpenID provider (npm ci in tests/idp)"
+  (cd tests/idp && npm ci --no-audit --no-fund)
+fi
 
 # --- Rust tools ------------------------------------------------------------------------------
 command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }

@@ -30,6 +30,179 @@ pub struct Config {
     /// Least-privilege policy (Cedar). Without policy files every statement is denied.
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// Identity providers agents and people log in with (OIDC, SAML), the gateway's own
+    /// tokens and task grants.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    /// The HTTP API: the OAuth token endpoint (token exchange, SAML bearer) and task grants.
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
+}
+
+/// Where identities come from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// OpenID Connect issuers whose JWT access tokens the gateway accepts.
+    #[serde(default)]
+    pub oidc: Vec<OidcIssuerConfig>,
+    /// SAML 2.0 identity providers whose signed assertions the token endpoint exchanges
+    /// (RFC 7522) for gateway tokens.
+    #[serde(default)]
+    pub saml: Vec<SamlIdpConfig>,
+    /// The gateway's own tokens (token exchange, SAML bearer, task grants).
+    #[serde(default)]
+    pub tokens: GatewayTokenConfig,
+    /// Who may issue task grants.
+    #[serde(default)]
+    pub grants: GrantsConfig,
+}
+
+/// An OpenID Connect issuer.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcIssuerConfig {
+    /// A name for logs and events.
+    pub name: String,
+    /// The issuer identifier, exactly as in the tokens' `iss` claim.
+    pub issuer: String,
+    /// OpenID discovery document; default `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub discovery_url: Option<String>,
+    /// JWKS URL; when set, discovery is skipped.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Accepted `aud` values; a token must name at least one.
+    pub audiences: Vec<String>,
+    /// Claim that names the agent (service account) a token belongs to; when absent from a
+    /// token, `sub` is used.
+    #[serde(default = "default_agent_claim")]
+    pub agent_claim: String,
+    /// Claim that holds the groups/roles (a string or a list of strings).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Accepted signature algorithms (`RS256`, `ES256`, `EdDSA`; HMAC and `none` never are).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway_secs")]
+    pub leeway_secs: u64,
+    /// Shortest time between two JWKS fetches triggered by an unknown `kid`, in seconds.
+    #[serde(default = "default_jwks_min_refresh_secs")]
+    pub jwks_min_refresh_secs: u64,
+}
+
+fn default_agent_claim() -> String {
+    "client_id".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into(), "EdDSA".into()]
+}
+fn default_leeway_secs() -> u64 {
+    30
+}
+fn default_jwks_min_refresh_secs() -> u64 {
+    10
+}
+
+/// A SAML 2.0 identity provider for service principals (RFC 7522 bearer assertions).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SamlIdpConfig {
+    pub name: String,
+    /// The IdP's entity id: the assertions' `Issuer`.
+    pub entity_id: String,
+    /// The IdP's signing certificate (PEM); relative to the configuration file's folder.
+    pub certificate_file: PathBuf,
+    /// This gateway's entity id, required in the assertion's `AudienceRestriction`.
+    pub audience: String,
+    /// The token endpoint URL the assertion must name as `Recipient`; default
+    /// `<api.public_url>/oauth/token`.
+    #[serde(default)]
+    pub recipient: Option<String>,
+    /// Attribute holding the groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_attribute: String,
+    #[serde(default = "default_leeway_secs")]
+    pub leeway_secs: u64,
+}
+
+/// The gateway's own tokens: JWTs signed with an Ed25519 key of the gateway.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayTokenConfig {
+    /// `iss` of the tokens the gateway issues.
+    #[serde(default = "default_token_issuer")]
+    pub issuer: String,
+    /// Lifetime of exchanged tokens, in seconds (never beyond the presented tokens' own).
+    #[serde(default = "default_token_ttl_secs")]
+    pub ttl_secs: u64,
+    /// Signing key (PKCS#8 PEM); generated on first start under
+    /// `<data_dir>/keys/token-signing.pem` when not set.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+}
+
+impl Default for GatewayTokenConfig {
+    fn default() -> Self {
+        GatewayTokenConfig {
+            issuer: default_token_issuer(),
+            ttl_secs: default_token_ttl_secs(),
+            signing_key_file: None,
+        }
+    }
+}
+
+fn default_token_issuer() -> String {
+    "urn:portcullis:gateway".into()
+}
+fn default_token_ttl_secs() -> u64 {
+    900
+}
+
+/// Task grants: a person lets an agent act on a connection, for a reason, for a while.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// Groups (from the person's token) allowed to issue grants; empty = any person with a
+    /// valid token from a configured OIDC issuer.
+    #[serde(default)]
+    pub requester_groups: Vec<String>,
+    /// Longest grant, in seconds.
+    #[serde(default = "default_max_grant_ttl_secs")]
+    pub max_ttl_secs: u64,
+}
+
+impl Default for GrantsConfig {
+    fn default() -> Self {
+        GrantsConfig {
+            requester_groups: vec![],
+            max_ttl_secs: default_max_grant_ttl_secs(),
+        }
+    }
+}
+
+fn default_max_grant_ttl_secs() -> u64 {
+    24 * 3600
+}
+
+/// The HTTP API listener.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to bind, e.g. `127.0.0.1:6480`.
+    pub bind: String,
+    /// Serve HTTPS with the listeners' certificate (the generated one unless `cert_file` is
+    /// set on the first listener). Turn off only behind a TLS-terminating proxy.
+    #[serde(default = "default_true")]
+    pub tls: bool,
+    /// The URL clients reach the API at (for SAML `Recipient` and the CLI); default
+    /// `https://<bind>`.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -307,7 +480,9 @@ pub struct AgentConfig {
     /// The agent's name: the PostgreSQL `user` it connects as.
     pub name: String,
     /// SCRAM-SHA-256 verifier of its API key (`portcullis agent create NAME` makes one).
-    pub key_hash: String,
+    /// Leave it out for an agent that logs in only with tokens (OIDC, gateway tokens, grants).
+    #[serde(default)]
+    pub key_hash: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
     /// Groups the agent belongs to (`Portcullis::Group::"name"` in policies).

@@ -25,13 +25,114 @@ impl NewEvent {
     }
 }
 
-/// Who acted: the agent's service account and how it proved it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// Who acted: the agent's service account, how it proved it and, when it presented a token,
+/// who that token says it acts for.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Principal {
-    /// The agent (service account) name from the configuration.
+    /// The agent (service account) name: from the configuration for API keys, from the
+    /// token's claims for tokens.
     pub agent: String,
-    /// How the agent authenticated: `scram-sha-256` or `password` (cleartext over TLS).
+    /// How the agent authenticated: `scram-sha-256` or `password` (API key), `oidc` (a JWT
+    /// from a configured issuer), `gateway-token` (a token this gateway issued by token
+    /// exchange or SAML bearer grant) or `grant` (a task grant's credential).
     pub auth_method: String,
+    /// What the token said, for token logins (absent for API keys).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Box<Identity>>,
+}
+
+impl Principal {
+    /// The human on whose behalf the agent acts, when the credential names one.
+    pub fn requester(&self) -> Option<&str> {
+        self.identity.as_deref().and_then(|i| i.requester())
+    }
+}
+
+/// A verified token's facts, as recorded on every event of the session.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Identity {
+    /// `iss` of the token the client presented.
+    pub issuer: String,
+    /// `sub` of that token (for a delegated token, the human requester).
+    pub subject: String,
+    /// `jti`, when the token has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+    /// Groups from the issuer's groups claim (and the configuration).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// The delegation chain, from the human requester to the agent acting now (RFC 8693
+    /// `act`, outermost first). Empty when the agent acts on its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<ChainLink>,
+    /// The task grant the credential belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<GrantRef>,
+    /// `exp` of the token (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+impl Identity {
+    /// The human requester: the first link of a delegation chain, or a grant's requester.
+    pub fn requester(&self) -> Option<&str> {
+        if let Some(g) = &self.grant {
+            return Some(&g.requester);
+        }
+        if self.chain.len() > 1 {
+            return self.chain.first().map(|l| l.subject.as_str());
+        }
+        None
+    }
+
+    /// The business justification: a grant's reason.
+    pub fn justification(&self) -> Option<&str> {
+        self.grant.as_ref().map(|g| g.reason.as_str())
+    }
+}
+
+/// One identity in a delegation chain.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChainLink {
+    pub subject: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub issuer: String,
+}
+
+/// The task grant behind a session.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GrantRef {
+    pub id: String,
+    /// The one connection it is for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub connection: String,
+    /// Who issued it (the person who asked the agent to act).
+    pub requester: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    /// Command classes it allows (empty = whatever the agent's policy allows).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
+}
+
+/// A task grant as issued: the person, the agent, the scope and the time limit.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub id: String,
+    pub agent: String,
+    pub connection: String,
+    /// Subject of the person who issued it, and their issuer.
+    pub requester: String,
+    pub requester_issuer: String,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
+    /// Seconds since the epoch.
+    pub created_at: i64,
+    pub expires_at: i64,
 }
 
 /// A bound parameter of an extended-protocol statement.
@@ -131,6 +232,9 @@ pub enum EventData {
     AuthFailure {
         /// The user name the client claimed.
         claimed_agent: String,
+        /// The method tried (`scram-sha-256`, `password`, `token`), when it got that far.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        auth_method: String,
         client_addr: String,
         connection: String,
         protocol: String,
@@ -214,6 +318,35 @@ pub enum EventData {
     },
     /// The client broke the protocol; the connection was closed.
     ProtocolError { client_addr: String, detail: String },
+    /// A person issued a task grant for an agent.
+    GrantCreated {
+        grant: GrantRecord,
+        client_addr: String,
+    },
+    /// A task grant was revoked; its live sessions were ended.
+    GrantRevoked {
+        id: String,
+        /// Subject of the person who revoked it.
+        by: String,
+        client_addr: String,
+        /// Sessions ended by the revocation.
+        sessions_ended: u64,
+    },
+    /// The token endpoint issued a gateway token (token exchange or SAML bearer grant).
+    TokenIssued {
+        /// `token-exchange` or `saml2-bearer`.
+        grant_type: String,
+        /// The identity the token carries (subject, chain, groups, jti, expiry).
+        principal: Principal,
+        client_addr: String,
+    },
+    /// The token endpoint or the grants API refused a request.
+    TokenRefused {
+        /// The endpoint and grant type (`/oauth/token token-exchange`, `/v1/grants`, …).
+        endpoint: String,
+        client_addr: String,
+        reason: String,
+    },
 }
 
 impl EventData {
@@ -231,6 +364,10 @@ impl EventData {
             EventData::ProtocolError { .. } => "protocol_error",
             EventData::PolicySnapshot { .. } => "policy_snapshot",
             EventData::PolicyRejected { .. } => "policy_rejected",
+            EventData::GrantCreated { .. } => "grant_created",
+            EventData::GrantRevoked { .. } => "grant_revoked",
+            EventData::TokenIssued { .. } => "token_issued",
+            EventData::TokenRefused { .. } => "token_refused",
         }
     }
 }

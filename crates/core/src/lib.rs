@@ -10,7 +10,8 @@ pub mod config;
 pub mod event;
 
 pub use event::{
-    DecisionRecord, EventData, NewEvent, Outcome, ParamValue, Principal, SnapshotFile,
+    ChainLink, DecisionRecord, EventData, GrantRecord, GrantRef, Identity, NewEvent, Outcome,
+    ParamValue, Principal, SnapshotFile,
 };
 
 /// Microseconds since the Unix epoch, UTC: the timestamp of every ledger event.

@@ -53,4 +53,24 @@ pub enum IdentityError {
          the key, or issue a new key with `portcullis agent create NAME`"
     )]
     AuthenticationFailed,
+
+    /// A SAML 2.0 assertion was refused (signature, audience, recipient, validity, format).
+    #[error("SAML assertion refused: {reason}")]
+    SamlRejected { reason: String },
+
+    /// A token (JWT) was refused; the reason says which check failed.
+    #[error("token refused: {reason}")]
+    TokenRejected { reason: String },
+
+    /// An identity provider could not be reached or answered nonsense.
+    #[error("identity provider {issuer:?} unavailable: {reason}; check its URL and that the gateway can reach it")]
+    IssuerUnavailable { issuer: String, reason: String },
+
+    /// A task grant request was refused, or a grant credential is no longer valid.
+    #[error("grant refused: {reason}")]
+    GrantRefused { reason: String },
+
+    /// Identity configuration or key material is unusable.
+    #[error("{what}: {reason}")]
+    Setup { what: String, reason: String },
 }

@@ -1,4 +1,11 @@
-//! Agent identity for portcullis: API keys and SCRAM-SHA-256.
+//! Identity for portcullis: who is acting, proved how, on whose behalf.
+//!
+//! * API keys checked with SCRAM-SHA-256 (below);
+//! * OIDC access tokens checked against the issuer's JWKS ([`oidc`]), SAML 2.0 bearer
+//!   assertions (`saml`), the gateway's own tokens ([`gateway_token`]);
+//! * delegation chains (RFC 8693 token exchange) and task grants ([`authn`], [`grants`]).
+//!
+//! ## API keys
 //!
 //! An agent authenticates to the gateway with an API key (`pcs_…`, see
 //! [`generate_api_key`]) that it presents as the PostgreSQL password. The gateway never
@@ -20,11 +27,21 @@
 //! which agent names exist.
 
 mod apikey;
+pub mod authn;
 mod error;
+pub mod gateway_token;
+pub mod grants;
+pub mod jwt;
+pub mod oidc;
 mod registry;
+mod saml;
 mod scram;
 
 pub use apikey::generate_api_key;
+pub use authn::{Authenticator, GrantRequest, Issued, Verified};
 pub use error::IdentityError;
+pub use gateway_token::TokenSigner;
+pub use grants::{GrantBook, GrantStatus};
 pub use registry::AgentRegistry;
+pub use saml::{SamlAssertion, SamlVerifier, SamlVerifierConfig};
 pub use scram::{ScramServer, ScramVerifier, SCRAM_SHA_256};

@@ -26,6 +26,7 @@ fn statement(session: &str, n: u64) -> NewEvent {
             principal: Principal {
                 agent: "etl-agent".into(),
                 auth_method: "scram-sha-256".into(),
+                identity: None,
             },
             client_addr: "10.1.2.3:50000".into(),
             connection: "orders-prod".into(),

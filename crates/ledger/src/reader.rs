@@ -182,6 +182,13 @@ impl LedgerReader {
         self.select(&sql, (after, clamp(limit)))
     }
 
+    /// Every event of one kind, in ascending order (the grant events the gateway replays at
+    /// start, for instance).
+    pub fn of_kind(&self, kind: &str) -> Result<Vec<StoredEvent>, LedgerError> {
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE kind = ?1 ORDER BY seq");
+        self.select(&sql, [kind])
+    }
+
     /// The last `n` events, in ascending order.
     pub fn last(&self, n: usize) -> Result<Vec<StoredEvent>, LedgerError> {
         let sql = format!(

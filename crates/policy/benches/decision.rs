@@ -40,6 +40,7 @@ fn bench(c: &mut Criterion) {
     let actor = Actor {
         name: "analyst".into(),
         groups: vec!["analysts".into()],
+        ..Default::default()
     };
     let target = Target {
         name: "shop".into(),

@@ -48,11 +48,28 @@ impl Verdict {
     }
 }
 
-/// Who asks: an agent and the groups it belongs to (from the configuration).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who asks: an agent, the groups it belongs to (from the configuration and its token) and,
+/// when it acts for someone, the delegation chain and the task grant.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Actor {
     pub name: String,
     pub groups: Vec<String>,
+    /// How it logged in (`scram-sha-256`, `oidc`, `gateway-token`, `grant`, …).
+    pub auth_method: String,
+    /// The human it acts for (first link of the delegation chain, or the grant's requester).
+    pub requester: Option<String>,
+    /// Everyone in the delegation chain, from the human to this agent.
+    pub chain: Vec<String>,
+    /// The task grant it acts under.
+    pub grant: Option<GrantScope>,
+}
+
+/// What a task grant allows: it narrows the agent's policy, never widens it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct GrantScope {
+    pub id: String,
+    /// Classes the grant allows; empty = whatever the agent's policy allows.
+    pub actions: Vec<Action>,
 }
 
 /// Where: a connection, its protocol kind and its tags (from the configuration).
@@ -137,14 +154,14 @@ pub struct PolicySet {
     time_dependent: bool,
     /// Whether some policy may read the statement's text (then decisions are cached by text).
     text_dependent: bool,
-    subsets: Mutex<HashMap<(String, Action), Arc<cedar_policy::PolicySet>>>,
+    subsets: Mutex<HashMap<(Actor, Action), Arc<cedar_policy::PolicySet>>>,
     entities: Mutex<HashMap<EntitiesKey, Arc<Entities>>>,
     decisions: Mutex<HashMap<DecisionKey, HashMap<DecisionOf, Decision>>>,
 }
 
-type EntitiesKey = (String, String, Vec<String>);
-/// (agent, connection, justification)
-type DecisionKey = (String, String, Option<String>);
+type EntitiesKey = (Actor, String, Vec<String>);
+/// (agent with its chain and grant, connection, justification)
+type DecisionKey = (Actor, String, Option<String>);
 
 #[derive(PartialEq, Eq, Hash)]
 enum DecisionOf {
@@ -388,7 +405,7 @@ impl PolicySet {
             return self.evaluate(req);
         }
         let key = (
-            req.actor.name.clone(),
+            req.actor.clone(),
             req.target.name.clone(),
             req.justification.map(str::to_string),
         );
@@ -412,7 +429,7 @@ impl PolicySet {
     /// The policies that can apply to this agent and action: the others' scope cannot match,
     /// so leaving them out changes no decision.
     fn subset(&self, actor: &Actor, action: Action) -> Arc<cedar_policy::PolicySet> {
-        let key = (actor.name.clone(), action);
+        let key = (actor.clone(), action);
         if let Some(s) = locked(&self.subsets).get(&key) {
             return s.clone();
         }
@@ -499,6 +516,17 @@ impl PolicySet {
                     continue;
                 }
             };
+            if let Some(grant) = &req.actor.grant {
+                if !grant.actions.is_empty() && !grant.actions.contains(action) {
+                    checks.push(Check {
+                        action: *action,
+                        object: object.clone(),
+                        verdict: Verdict::Deny,
+                        policies: vec![format!("grant:{}", grant.id)],
+                    });
+                    continue;
+                }
+            }
             let policies = self.subset(req.actor, *action);
             let response = self
                 .authorizer
@@ -547,6 +575,23 @@ impl PolicySet {
                 describe(first),
                 req.actor.name
             ),
+            (Verdict::Deny, Some(first))
+                if first.policies.iter().any(|p| p.starts_with("grant:")) =>
+            {
+                let g = req.actor.grant.as_ref();
+                format!(
+                    "{} is outside task grant {} (it allows only {})",
+                    describe(first),
+                    g.map(|g| g.id.as_str()).unwrap_or(""),
+                    g.map(|g| g
+                        .actions
+                        .iter()
+                        .map(|a| a.name())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                        .unwrap_or_default()
+                )
+            }
             (Verdict::Deny, Some(first)) => format!(
                 "{} is forbidden by policy {}",
                 describe(first),
@@ -601,7 +646,7 @@ impl PolicySet {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let key = (req.actor.name.clone(), req.target.name.clone(), tables);
+        let key = (req.actor.clone(), req.target.name.clone(), tables);
         if let Some(e) = locked(&self.entities).get(&key) {
             return Ok(e.clone());
         }
@@ -778,6 +823,28 @@ fn context(req: &Request<'_>) -> Result<Context, String> {
             s(req.justification.unwrap_or("")),
         ),
         ("time".to_string(), time),
+        ("auth_method".to_string(), s(&req.actor.auth_method)),
+        (
+            "has_requester".to_string(),
+            RestrictedExpression::new_bool(req.actor.requester.is_some()),
+        ),
+        (
+            "requester".to_string(),
+            s(req.actor.requester.as_deref().unwrap_or("")),
+        ),
+        (
+            "chain".to_string(),
+            set(&mut req.actor.chain.iter().map(String::as_str)),
+        ),
+        (
+            "grant".to_string(),
+            s(req
+                .actor
+                .grant
+                .as_ref()
+                .map(|g| g.id.as_str())
+                .unwrap_or("")),
+        ),
     ])
     .map_err(|e| e.to_string())
 }
@@ -886,6 +953,7 @@ mod tests {
         Actor {
             name: "analyst".into(),
             groups: vec!["readers".into()],
+            ..Default::default()
         }
     }
     fn target() -> Target {

@@ -54,26 +54,39 @@ impl Gate {
         self.cache.classify(sql)
     }
 
-    /// Decides a classified command for an agent on a connection.
+    /// Decides a classified command for an agent on a connection. `who` carries what the
+    /// session knows (name, token groups, chain, grant); the configuration's groups of the
+    /// agent are added here, so a reload that changes them applies at once.
     pub fn decide(
         &self,
-        agent: &str,
+        who: &Actor,
         connection: &str,
         classification: &Classification,
         text: &str,
         justification: Option<&str>,
     ) -> GateDecision {
         let state = self.current();
-        let unknown_actor;
-        let actor = match state.actors.get(agent) {
-            Some(a) => a,
-            None => {
-                unknown_actor = Actor {
-                    name: agent.to_string(),
-                    groups: vec![],
+        let merged;
+        let actor = match state.actors.get(&who.name) {
+            Some(configured) if who.groups.is_empty() => {
+                merged = Actor {
+                    groups: configured.groups.clone(),
+                    ..who.clone()
                 };
-                &unknown_actor
+                &merged
             }
+            Some(configured) => {
+                let mut groups = who.groups.clone();
+                groups.extend(configured.groups.iter().cloned());
+                groups.sort();
+                groups.dedup();
+                merged = Actor {
+                    groups,
+                    ..who.clone()
+                };
+                &merged
+            }
+            None => who,
         };
         let unknown_target;
         let target = match state.targets.get(connection) {

@@ -15,6 +15,6 @@ pub mod gate;
 pub mod sql;
 
 pub use action::Action;
-pub use engine::{Actor, Decision, PolicySet, Request, Target, Verdict};
+pub use engine::{Actor, Decision, GrantScope, PolicySet, Request, Target, Verdict};
 pub use error::PolicyError;
 pub use gate::{Gate, GateDecision, GateState};

@@ -49,6 +49,7 @@ fn agents() -> Vec<(&'static str, Actor)> {
             Actor {
                 name: "analyst".into(),
                 groups: vec!["analysts".into()],
+                ..Default::default()
             },
         ),
         (
@@ -56,6 +57,7 @@ fn agents() -> Vec<(&'static str, Actor)> {
             Actor {
                 name: "support".into(),
                 groups: vec![],
+                ..Default::default()
             },
         ),
         (
@@ -63,6 +65,7 @@ fn agents() -> Vec<(&'static str, Actor)> {
             Actor {
                 name: "migrator".into(),
                 groups: vec![],
+                ..Default::default()
             },
         ),
     ]

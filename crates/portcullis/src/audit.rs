@@ -170,9 +170,8 @@ pub fn render(ev: &StoredEvent) -> String {
                 tls,
                 ..
             } => format!(
-                "session opened: {} ({}) from {client_addr} to {connection}{}",
-                principal.agent,
-                principal.auth_method,
+                "session opened: {} from {client_addr} to {connection}{}",
+                who(&principal),
                 if tls { " over TLS" } else { "" }
             ),
             EventData::SessionClose {
@@ -187,8 +186,8 @@ pub fn render(ev: &StoredEvent) -> String {
                 duration_us as f64 / 1e6
             ),
             EventData::AuthSuccess { principal, client_addr, connection, .. } => format!(
-                "auth ok: {} ({}) from {client_addr} for {connection}",
-                principal.agent, principal.auth_method
+                "auth ok: {} from {client_addr} for {connection}",
+                who(&principal)
             ),
             EventData::AuthFailure { claimed_agent, client_addr, connection, reason, sqlstate, .. } => format!(
                 "AUTH FAILED: {claimed_agent:?} from {client_addr} for {connection}: {reason} ({sqlstate})"
@@ -199,6 +198,9 @@ pub fn render(ev: &StoredEvent) -> String {
             ),
             EventData::Statement { principal, connection, text, params, verdict, reason, .. } => {
                 let mut s = format!("{}@{connection}: {}", principal.agent, one_line(&text));
+                if let Some(r) = principal.requester() {
+                    s.push_str(&format!("  [for {r}]"));
+                }
                 if !params.is_empty() {
                     let shown: Vec<String> = params
                         .iter()
@@ -249,9 +251,51 @@ pub fn render(ev: &StoredEvent) -> String {
             EventData::ProtocolError { client_addr, detail } => {
                 format!("PROTOCOL ERROR from {client_addr}: {detail}")
             }
+            EventData::GrantCreated { grant, .. } => format!(
+                "grant {} issued by {} for agent {} on {} until {} ({}){}{}",
+                grant.id,
+                grant.requester,
+                grant.agent,
+                grant.connection,
+                portcullis_identity::jwt::show_time(grant.expires_at),
+                grant.reason,
+                grant.ticket.map(|t| format!(" ticket {t}")).unwrap_or_default(),
+                if grant.actions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" actions {}", grant.actions.join(","))
+                }
+            ),
+            EventData::GrantRevoked { id, by, sessions_ended, .. } => format!(
+                "GRANT REVOKED {id} by {by}; {sessions_ended} live session(s) ended"
+            ),
+            EventData::TokenIssued { grant_type, principal, client_addr } => format!(
+                "token issued ({grant_type}) to {client_addr}: {}",
+                who(&principal)
+            ),
+            EventData::TokenRefused { endpoint, client_addr, reason } => {
+                format!("TOKEN REFUSED at {endpoint} for {client_addr}: {reason}")
+            }
         },
     };
     format!("{head} {body}")
+}
+
+/// `agent (method)`, with the person it acts for, the chain and the grant when there are any.
+fn who(p: &portcullis_core::Principal) -> String {
+    let mut s = format!("{} ({})", p.agent, p.auth_method);
+    if let Some(id) = p.identity.as_deref() {
+        if id.chain.len() > 1 {
+            let chain: Vec<&str> = id.chain.iter().map(|l| l.subject.as_str()).collect();
+            s.push_str(&format!(" for {}", chain.join(" → ")));
+        } else if let Some(r) = id.requester() {
+            s.push_str(&format!(" for {r}"));
+        }
+        if let Some(g) = &id.grant {
+            s.push_str(&format!(" under grant {} ({})", g.id, g.reason));
+        }
+    }
+    s
 }
 
 fn one_line(s: &str) -> String {

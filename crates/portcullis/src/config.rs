@@ -68,6 +68,7 @@ pub fn gate_state(config: &Config, policies: Arc<PolicySet>) -> GateState {
                     Actor {
                         name: a.name.clone(),
                         groups: a.groups.clone(),
+                        ..Default::default()
                     },
                 )
             })
@@ -204,6 +205,32 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
             *f = resolve(&base, f);
         }
     }
+    for idp in &mut config.identity.saml {
+        idp.certificate_file = resolve(&base, &idp.certificate_file);
+    }
+    if let Some(f) = &mut config.identity.tokens.signing_key_file {
+        *f = resolve(&base, f);
+    }
+    let mut names = HashSet::new();
+    for i in &config.identity.oidc {
+        if !names.insert(&i.name) {
+            bail!("{where_}: identity.oidc name {:?} is used twice", i.name);
+        }
+        if i.issuer == config.identity.tokens.issuer {
+            bail!("{where_}: identity.oidc {:?}: issuer {:?} is the gateway's own token issuer (identity.tokens.issuer); give one of them another name", i.name, i.issuer);
+        }
+        if i.audiences.is_empty() {
+            bail!("{where_}: identity.oidc {:?}: audiences = [] would accept no token; list the audience your provider puts in tokens for the gateway", i.name);
+        }
+    }
+    if let Some(api) = &config.api {
+        api.bind.parse::<SocketAddr>().map_err(|e| {
+            anyhow!(
+                "{where_}: api.bind = {:?} is not an address:port ({e})",
+                api.bind
+            )
+        })?;
+    }
 
     if config.listeners.is_empty() {
         bail!("{where_}: no [[listeners]]: add one, e.g.\n[[listeners]]\nname = \"postgres\"\nprotocol = \"postgres\"\nbind = \"127.0.0.1:6432\"");
@@ -272,7 +299,7 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         config
             .agents
             .iter()
-            .map(|a| (a.name.as_str(), a.key_hash.as_str())),
+            .filter_map(|a| Some((a.name.as_str(), a.key_hash.as_deref()?))),
     )
     .map_err(|e| anyhow!("{where_}: {e}"))?;
     let files = policy_files(&config, &base, &where_)?;

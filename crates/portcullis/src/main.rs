@@ -4,6 +4,8 @@ mod agent;
 mod audit;
 mod config;
 mod demo;
+mod grant;
+mod identity;
 mod policy;
 mod reload;
 mod serve;
@@ -41,6 +43,9 @@ enum Command {
     /// Read and verify the ledger.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Task grants: a person lets an agent act on a connection, for a reason, for a while.
+    #[command(subcommand)]
+    Grant(grant::GrantCommand),
     /// Explain policy decisions; print the policy schema.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
         Command::Audit(cmd) => audit::run(cmd),
         Command::Agent(cmd) => agent::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
+        Command::Grant(cmd) => grant::run(cmd),
         Command::Config(ConfigCommand::Schema) => {
             println!("{}", config::schema_json());
             Ok(ExitCode::SUCCESS)

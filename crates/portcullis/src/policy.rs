@@ -3,7 +3,7 @@
 use crate::config;
 use clap::Subcommand;
 use portcullis_policy::sql::classify;
-use portcullis_policy::{engine, Gate, Verdict};
+use portcullis_policy::{engine, Action, Actor, Gate, GrantScope, Verdict};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,6 +23,13 @@ pub enum PolicyCommand {
         /// Business justification, as `context.justification`.
         #[arg(long)]
         justification: Option<String>,
+        /// The human the agent acts for, as `context.requester` (and the chain
+        /// requester → agent).
+        #[arg(long)]
+        requester: Option<String>,
+        /// Decide as under a task grant that allows only these classes (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        grant_actions: Vec<String>,
         /// Print the decision as JSON.
         #[arg(long)]
         json: bool,
@@ -44,6 +51,8 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             agent,
             connection,
             justification,
+            requester,
+            grant_actions,
             json,
             sql,
         } => {
@@ -63,7 +72,34 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             }
             let gate = Gate::new(config::gate_state(&cfg, policies), 16);
             let class = classify(&sql);
-            let gd = gate.decide(&agent, &connection, &class, &sql, justification.as_deref());
+            let mut actions = Vec::new();
+            for a in &grant_actions {
+                actions.push(Action::from_name(a.trim()).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--grant-actions: unknown class {a:?}; classes are {}",
+                        Action::ALL
+                            .iter()
+                            .map(|a| a.name())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?);
+            }
+            let who = Actor {
+                name: agent.clone(),
+                chain: requester
+                    .iter()
+                    .cloned()
+                    .chain(requester.as_ref().map(|_| agent.clone()))
+                    .collect(),
+                requester,
+                grant: (!actions.is_empty()).then(|| GrantScope {
+                    id: "explain".into(),
+                    actions,
+                }),
+                ..Default::default()
+            };
+            let gd = gate.decide(&who, &connection, &class, &sql, justification.as_deref());
             let d = &gd.decision;
             if json {
                 let out = serde_json::json!({

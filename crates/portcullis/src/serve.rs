@@ -28,6 +28,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         for (name, addr) in &running.addrs {
             tracing::info!("listener {name:?} accepting PostgreSQL clients on {addr}");
         }
+        if let Some(addr) = running.api_addr {
+            tracing::info!("HTTP API (token endpoint, grants) on {addr}");
+        }
         tracing::info!("ledger: {}", loaded.ledger_path.display());
         wait_for_signal().await;
         tracing::info!("shutting down");
@@ -46,6 +49,8 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// A started gateway.
 pub struct Running {
     pub addrs: Vec<(String, SocketAddr)>,
+    /// Where the HTTP API (token endpoint, grants) listens, when configured.
+    pub api_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     ledger: Ledger,
@@ -83,10 +88,11 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
         AgentRegistry::new(
             cfg.agents
                 .iter()
-                .map(|a| (a.name.as_str(), a.key_hash.as_str())),
+                .filter_map(|a| Some((a.name.as_str(), a.key_hash.as_deref()?))),
         )
         .map_err(|e| anyhow!("{e}"))?,
     );
+    let authn = Arc::new(crate::identity::authenticator(loaded)?);
     let gate = Arc::new(Gate::new(loaded.gate_state(), cfg.policy.cache_entries));
     // The rules in force are part of the record: before any statement is decided.
     ledger
@@ -143,11 +149,40 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
             },
             ledger: ledger.clone(),
             agents: agents.clone(),
+            authn: Some(authn.clone()),
             gate: gate.clone(),
             targets: targets.clone(),
             cancels: cancels.clone(),
         });
         tasks.push(tokio::spawn(gw.serve(listener, rx.clone())));
+    }
+    let mut api_addr = None;
+    if let Some(api) = &cfg.api {
+        let listener = portcullis_web::bind(&api.bind)
+            .await
+            .map_err(|e| anyhow!("{e}"))?;
+        api_addr = Some(listener.local_addr()?);
+        let tls = if api.tls {
+            let listener_tls = cfg
+                .listeners
+                .first()
+                .map(|l| l.tls.clone())
+                .unwrap_or_default();
+            Some(crate::tls::acceptor(&listener_tls, &loaded.data_dir)?)
+        } else {
+            None
+        };
+        let app = portcullis_web::router(Arc::new(portcullis_web::ApiState {
+            authn: authn.clone(),
+            ledger: ledger.clone(),
+            connections: cfg.connections.iter().map(|c| c.name.clone()).collect(),
+        }));
+        tasks.push(tokio::spawn(portcullis_web::serve(
+            listener,
+            tls,
+            app,
+            rx.clone(),
+        )));
     }
     let reloader = tokio::spawn(crate::reload::watch(
         loaded.path.clone(),
@@ -158,6 +193,7 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
     ));
     Ok(Running {
         addrs,
+        api_addr,
         shutdown,
         tasks,
         ledger,

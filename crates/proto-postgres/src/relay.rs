@@ -42,7 +42,7 @@ use portcullis_core::{DecisionRecord, EventData, NewEvent, Outcome, ParamValue, 
 use portcullis_ledger::Ledger;
 use portcullis_policy::gate::function_call_by_oid;
 use portcullis_policy::sql::{Classification, PreparedStatements};
-use portcullis_policy::{Gate, GateDecision, Verdict};
+use portcullis_policy::{Actor, Gate, GateDecision, GrantScope, Verdict};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
@@ -63,9 +63,64 @@ const MAX_DESCRIBES: usize = 10_000;
 pub struct SessionInfo {
     pub session_id: String,
     pub principal: Principal,
+    /// The principal as policy sees it (name, token groups, chain, grant).
+    pub actor: Actor,
+    /// The business justification every statement carries (a task grant's reason).
+    pub justification: Option<String>,
+    /// When the session must end early (its task grant revoked or expired).
+    pub limit: Option<SessionLimit>,
     pub client_addr: String,
     pub connection: String,
     pub started: Instant,
+}
+
+/// A task grant a session runs under.
+pub struct SessionLimit {
+    pub grant: String,
+    /// Turns true when the grant is revoked.
+    pub revoked: watch::Receiver<bool>,
+    /// The grant's expiry.
+    pub deadline: tokio::time::Instant,
+}
+
+/// The policy view of a principal.
+pub fn actor_of(p: &Principal) -> Actor {
+    let id = p.identity.as_deref();
+    Actor {
+        name: p.agent.clone(),
+        groups: id.map(|i| i.groups.clone()).unwrap_or_default(),
+        auth_method: p.auth_method.clone(),
+        requester: p.requester().map(str::to_string),
+        chain: id
+            .map(|i| i.chain.iter().map(|l| l.subject.clone()).collect())
+            .unwrap_or_default(),
+        grant: id.and_then(|i| i.grant.as_ref()).map(|g| GrantScope {
+            id: g.id.clone(),
+            actions: g
+                .actions
+                .iter()
+                .filter_map(|a| portcullis_policy::Action::from_name(a))
+                .collect(),
+        }),
+    }
+}
+
+/// Resolves when the session's grant is revoked or expires; never without a grant.
+async fn limit_reached(limit: &mut Option<SessionLimit>) -> String {
+    let Some(l) = limit else {
+        return std::future::pending().await;
+    };
+    let revoked = async {
+        let seen = l.revoked.wait_for(|revoked| *revoked).await.is_ok();
+        if !seen {
+            // The grant book is gone (gateway stopping): nothing more to wait for.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = revoked => format!("task grant {} was revoked", l.grant),
+        _ = tokio::time::sleep_until(l.deadline) => format!("task grant {} expired", l.grant),
+    }
 }
 
 #[derive(Clone)]
@@ -282,6 +337,15 @@ impl Relay {
                     }
                     Err(e) => break format!("target connection error: {e}"),
                 },
+                why = limit_reached(&mut self.info.limit) => {
+                    let mut out = BytesMut::new();
+                    ErrorFields::fatal("57P01", format!("terminating connection: {why}"))
+                        .with_hint("ask the person who issued the grant for a new one: `portcullis grant create`")
+                        .encode(&mut out);
+                    let _ = self.client.write_all(&out).await;
+                    let _ = self.client.flush().await;
+                    break why;
+                }
                 _ = shutdown.changed() => {
                     let mut out = BytesMut::new();
                     ErrorFields::fatal("57P01", "terminating connection because the gateway is shutting down").encode(&mut out);
@@ -692,11 +756,11 @@ impl Relay {
 
     fn decide(&self, class: &Classification, text: &str) -> GateDecision {
         self.gate.decide(
-            &self.info.principal.agent,
+            &self.info.actor,
             &self.info.connection,
             class,
             text,
-            None,
+            self.info.justification.as_deref(),
         )
     }
 

@@ -3,14 +3,14 @@
 
 use crate::cancel::{CancelRegistry, CancelTarget};
 use crate::error::PgError;
-use crate::relay::{Relay, SessionInfo};
+use crate::relay::{Relay, SessionInfo, SessionLimit};
 use crate::stream::Stream;
 use crate::upstream::Target;
 use crate::wire::{self, ErrorFields, Reader};
 use bytes::{BufMut, BytesMut};
 use portcullis_core::config::{ClientAuth, ListenerTlsMode};
 use portcullis_core::{EventData, NewEvent, Principal};
-use portcullis_identity::{AgentRegistry, ScramServer};
+use portcullis_identity::{AgentRegistry, Authenticator, ScramServer};
 use portcullis_ledger::Ledger;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -57,6 +57,8 @@ pub struct PgGateway {
     pub settings: ListenerSettings,
     pub ledger: Ledger,
     pub agents: Arc<AgentRegistry>,
+    /// Token logins (OIDC, gateway tokens, grants); `None` = API keys only.
+    pub authn: Option<Arc<Authenticator>>,
     /// Decides every statement (policies in force, swapped on reload).
     pub gate: Arc<portcullis_policy::Gate>,
     pub targets: HashMap<String, Arc<Target>>,
@@ -217,6 +219,7 @@ impl PgGateway {
 
         let fail_auth = |reason: String, sqlstate: &str| EventData::AuthFailure {
             claimed_agent: agent.clone(),
+            auth_method: String::new(),
             client_addr: client_addr.to_string(),
             connection: connection.clone(),
             protocol: PROTOCOL.into(),
@@ -250,37 +253,52 @@ impl PgGateway {
             return Ok(None);
         }
 
-        // Authenticate the agent.
-        let use_cleartext = client.is_tls() && self.settings.client_auth == ClientAuth::Password;
+        // Authenticate the agent: SCRAM for API-key agents; a cleartext password over TLS
+        // for everyone else (a token: OIDC access token, gateway token, grant credential), and
+        // for everyone on `client_auth = "password"` listeners (API key or token).
+        let key_agent = self.agents.verifier(&agent).is_some();
+        let use_cleartext =
+            client.is_tls() && (self.settings.client_auth == ClientAuth::Password || !key_agent);
         let auth_method = if use_cleartext {
             "password"
         } else {
             "scram-sha-256"
         };
-        let authenticated = if use_cleartext {
-            self.auth_cleartext(&mut client, &agent).await?
+        let outcome = if use_cleartext {
+            self.auth_cleartext(&mut client, &agent, &connection)
+                .await?
+        } else if self.auth_scram(&mut client, &agent).await? {
+            Ok(Principal {
+                agent: agent.clone(),
+                auth_method: auth_method.into(),
+                identity: None,
+            })
         } else {
-            self.auth_scram(&mut client, &agent).await?
+            Err(format!("{auth_method} authentication failed"))
         };
-        if !authenticated {
-            self.record_detached(
-                "",
-                fail_auth(format!("{auth_method} authentication failed"), "28P01"),
-            );
-            send_error(
-                &mut client,
-                &ErrorFields::fatal(
+        let principal = match outcome {
+            Ok(p) => p,
+            Err(reason) => {
+                let mut ev = fail_auth(reason.clone(), "28P01");
+                if let EventData::AuthFailure { auth_method: m, .. } = &mut ev {
+                    *m = auth_method.into();
+                }
+                self.record_detached("", ev);
+                let mut e = ErrorFields::fatal(
                     "28P01",
                     format!("password authentication failed for agent \"{agent}\""),
-                )
-                .with_hint("the password is the agent's API key; check it and the user name"),
-            )
-            .await?;
-            return Ok(None);
-        }
-        let principal = Principal {
-            agent: agent.clone(),
-            auth_method: auth_method.into(),
+                );
+                e = if reason.starts_with("token") || reason.starts_with("grant") {
+                    e.with_detail(reason)
+                        .with_hint("get a fresh token, or check that it was issued for this agent and connection")
+                } else if use_cleartext {
+                    e.with_hint("the password is the agent's API key or a token (OIDC access token, gateway token or grant credential); check it and the user name")
+                } else {
+                    e.with_hint("the password is the agent's API key; check it and the user name. Tokens (OIDC, grants) are accepted only over TLS: connect with sslmode=require")
+                };
+                send_error(&mut client, &e).await?;
+                return Ok(None);
+            }
         };
         let session_id = uuid::Uuid::new_v4().to_string();
         if let Err(e) = self
@@ -385,6 +403,25 @@ impl PgGateway {
             return Ok(None);
         }
 
+        // A session under a task grant ends when the grant is revoked or expires.
+        let limit = principal
+            .identity
+            .as_ref()
+            .and_then(|i| i.grant.as_ref())
+            .and_then(|g| {
+                let authn = self.authn.as_ref()?;
+                let record = authn
+                    .grants
+                    .check(&g.id, portcullis_identity::jwt::now_secs())
+                    .ok()?;
+                let left = record.expires_at - portcullis_identity::jwt::now_secs();
+                Some(SessionLimit {
+                    grant: g.id.clone(),
+                    revoked: authn.grants.watch(&g.id)?,
+                    deadline: tokio::time::Instant::now() + Duration::from_secs(left.max(0) as u64),
+                })
+            });
+
         let mut hello = BytesMut::new();
         wire::auth_request(&mut hello, 0, &[]);
         hello.extend_from_slice(&upstream.parameter_status);
@@ -397,6 +434,13 @@ impl PgGateway {
 
         Ok(Some(Relay::new(
             SessionInfo {
+                actor: crate::relay::actor_of(&principal),
+                justification: principal
+                    .identity
+                    .as_ref()
+                    .and_then(|i| i.justification())
+                    .map(str::to_string),
+                limit,
                 session_id,
                 principal,
                 client_addr: client_addr.to_string(),
@@ -455,13 +499,56 @@ impl PgGateway {
         }
     }
 
-    async fn auth_cleartext(&self, client: &mut Stream, agent: &str) -> Result<bool, PgError> {
+    /// Asks for a cleartext password (TLS only) and checks it: a token (three base64url
+    /// parts) through the authenticator, anything else as the agent's API key.
+    async fn auth_cleartext(
+        &self,
+        client: &mut Stream,
+        agent: &str,
+        connection: &str,
+    ) -> Result<Result<Principal, String>, PgError> {
         let mut out = BytesMut::new();
         wire::auth_request(&mut out, 3, &[]);
         write_flush(client, &out).await?;
         let body = read_password_message(client).await?;
         let password = Reader::new(&body).cstr().unwrap_or_default();
-        Ok(self.agents.verify_password(agent, &password))
+        if !looks_like_jwt(&password) {
+            return Ok(if self.agents.verify_password(agent, &password) {
+                Ok(Principal {
+                    agent: agent.to_string(),
+                    auth_method: "password".into(),
+                    identity: None,
+                })
+            } else {
+                Err("password authentication failed".into())
+            });
+        }
+        let Some(authn) = &self.authn else {
+            return Ok(Err(
+                "token presented but no identity provider is configured ([identity])".into(),
+            ));
+        };
+        let now = portcullis_identity::jwt::now_secs();
+        let verified = match authn.login(&password, now).await {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let p = verified.principal;
+        if p.agent != agent {
+            return Ok(Err(format!(
+                "token refused: it is for agent {:?}, but the client connected as {agent:?}; connect with user={}",
+                p.agent, p.agent
+            )));
+        }
+        if let Some(g) = p.identity.as_ref().and_then(|i| i.grant.as_ref()) {
+            if g.connection != connection {
+                return Ok(Err(format!(
+                    "grant {} is for connection {:?}, not {connection:?}",
+                    g.id, g.connection
+                )));
+            }
+        }
+        Ok(Ok(p))
     }
 
     async fn cancel(&self, pid: i32, secret: i32, client_addr: &str) {
@@ -501,6 +588,14 @@ async fn write_flush(client: &mut Stream, bytes: &[u8]) -> Result<(), PgError> {
 /// Client encodings whose multi-byte characters never contain ASCII bytes, so that the
 /// gateway's parser (which reads UTF-8) and the server split SQL text the same way. The
 /// others (SJIS, BIG5, GBK, UHC, GB18030, JOHAB and their aliases) are refused.
+/// A compact JWS: three base64url parts, the first a JSON object (`eyJ` = `{"`).
+fn looks_like_jwt(s: &str) -> bool {
+    s.starts_with("eyJ")
+        && s.split('.').count() == 3
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'='))
+}
+
 fn safe_client_encoding(name: &str) -> bool {
     let n: String = name
         .chars()

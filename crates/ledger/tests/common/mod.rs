@@ -16,6 +16,7 @@ pub fn statement(session: &str, marker: &str) -> NewEvent {
             principal: Principal {
                 agent: "etl-agent".into(),
                 auth_method: "scram-sha-256".into(),
+                identity: None,
             },
             client_addr: "10.1.2.3:50000".into(),
             connection: "orders-prod".into(),

@@ -3,6 +3,8 @@
 //! Nothing is skipped: a missing tool fails with the install step.
 #![allow(dead_code)]
 
+pub mod idp;
+
 use pg_ephemeral::{Cluster, ClusterOptions, PgBinaries};
 use portcullis_core::EventData;
 use portcullis_ledger::{LedgerReader, StoredEvent};
@@ -74,6 +76,8 @@ pub struct GatewayOptions {
     pub policy_files: Vec<String>,
     /// Groups of the test agent.
     pub groups: Vec<String>,
+    /// Appended to the configuration file (more agents, `[identity]`, `[api]`, …).
+    pub extra_config: String,
 }
 
 /// The policy most tests run under: everything allowed (they test the relay, not policy).
@@ -94,6 +98,7 @@ impl Default for GatewayOptions {
             files: Vec::new(),
             policy_files: Vec::new(),
             groups: Vec::new(),
+            extra_config: String::new(),
         }
     }
 }
@@ -172,6 +177,7 @@ connect_timeout_ms = 2000
 name = "{agent_name}"
 key_hash = "{key_hash}"
 groups = {groups:?}
+{extra_config}
 "#,
             durability = opts.durability,
             tls_mode = opts.tls_mode,
@@ -182,6 +188,7 @@ groups = {groups:?}
             agent_name = agent.name,
             key_hash = agent.key_hash,
             groups = opts.groups,
+            extra_config = opts.extra_config,
         );
         std::fs::write(&config, text).expect("write config");
         let mut gw = Gateway {

@@ -1,0 +1,820 @@
+//! Identity end to end: a real OpenID provider (npm `oidc-provider`), the real gateway, psql.
+//! OIDC access tokens as the PostgreSQL password, refused tokens of every kind, key rotation at
+//! the provider, RFC 8693 token exchange with the chain in the ledger and in policy, task
+//! grants from the CLI (narrowing, revocation ending a live session, replay after restart),
+//! and an RFC 7522 SAML bearer assertion signed with xmlsec1.
+
+mod common;
+
+use common::idp::{decode_jwt, Idp, AUDIENCE, ETL_CLIENT, SUPPORT_CLIENT};
+use common::*;
+use portcullis_core::EventData;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Agents may read; updates need a human requester; agent-etl may never delete.
+const POLICY: &str = r#"
+@id("everyone-reads")
+permit(principal, action in [Portcullis::Action::"read", Portcullis::Action::"transaction", Portcullis::Action::"session"], resource);
+@id("etl-writes")
+permit(principal in Portcullis::Group::"etl", action in Portcullis::Action::"write", resource);
+@id("updates-need-a-human")
+forbid(principal, action == Portcullis::Action::"update", resource) unless { context.has_requester };
+@id("etl-never-deletes")
+forbid(principal == Portcullis::Agent::"agent-etl", action == Portcullis::Action::"delete", resource);
+"#;
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+struct Setup {
+    _cluster: pg_ephemeral::Cluster,
+    idp: Idp,
+    gw: Gateway,
+    api: String,
+}
+
+fn setup(extra: &str) -> Setup {
+    let cluster = target(&[]);
+    let idp = Idp::start();
+    let api_port = free_port();
+    let gw = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            policy_files: vec!["identity.cedar".into()],
+            files: vec![("identity.cedar".into(), POLICY.as_bytes().to_vec())],
+            extra_config: format!(
+                r#"
+[[agents]]
+name = "agent-etl"
+description = "token-only agent: its groups come from the IdP and from here"
+groups = ["etl-config"]
+
+[[identity.oidc]]
+name = "test-idp"
+issuer = "{issuer}"
+audiences = ["{AUDIENCE}"]
+jwks_min_refresh_secs = 1
+
+[api]
+bind = "127.0.0.1:{api_port}"
+{extra}
+"#,
+                issuer = idp.issuer
+            ),
+            ..Default::default()
+        },
+    );
+    let s = Setup {
+        api: format!("https://127.0.0.1:{api_port}"),
+        _cluster: cluster,
+        idp,
+        gw,
+    };
+    seed(&s);
+    s
+}
+
+fn seed(s: &Setup) {
+    ok(psql_direct(
+        &s._cluster,
+        &[
+            "-d",
+            DB,
+            "-c",
+            "CREATE TABLE orders (id int primary key, status text); INSERT INTO orders SELECT g, 'new' FROM generate_series(1, 5) g;",
+        ],
+    ));
+}
+
+/// psql as `user` with a token as the password, over TLS.
+fn psql_token(gw: &Gateway, user: &str, token: &str, sql: &str) -> std::process::Output {
+    gw.psql_as(user, token, DB, "require", &["-c", sql])
+}
+
+/// POST a form to the gateway's token endpoint (HTTPS with the gateway's certificate).
+fn token_endpoint(s: &Setup, form: &[(&str, &str)]) -> (u16, Value) {
+    let cert = s.gw.dir.path().join("data/tls/server.crt");
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--cacert"])
+        .arg(&cert)
+        .args(["-w", "\n%{http_code}", "-X", "POST"]);
+    for (k, v) in form {
+        cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
+    }
+    cmd.arg(format!("{}/oauth/token", s.api));
+    let out = cmd.output().expect("curl (apt-get install -y curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body)
+            .unwrap_or_else(|_| json!({ "raw": body, "stderr": stderr(&out) })),
+    )
+}
+
+fn session_principal(gw: &Gateway) -> Value {
+    let ev = gw.events_of("session_open");
+    let last = ev.last().expect("a session was opened");
+    let v: Value = serde_json::from_str(&last.data).expect("json");
+    v["principal"].clone()
+}
+
+#[test]
+fn oidc_access_tokens_log_in_and_every_bad_token_is_refused_with_its_reason() {
+    let mut s = setup("");
+    let token = s.idp.client_token(ETL_CLIENT.0, ETL_CLIENT.1);
+    let (_, claims) = decode_jwt(&token);
+
+    // A client-credentials token from the provider is the password.
+    let out = psql_token(&s.gw, "agent-etl", &token, "SELECT count(*) FROM orders");
+    assert_eq!(ok(out).trim(), "5");
+    let p = session_principal(&s.gw);
+    assert_eq!(p["agent"], "agent-etl");
+    assert_eq!(p["auth_method"], "oidc");
+    assert_eq!(p["identity"]["issuer"], s.idp.issuer.as_str());
+    assert_eq!(p["identity"]["subject"], "agent-etl");
+    assert_eq!(p["identity"]["token_id"], claims["jti"]);
+    assert_eq!(p["identity"]["groups"], json!(["etl", "etl-config"]));
+    // The IdP's group put agent-etl in Group "etl": it may write.
+    ok(psql_token(
+        &s.gw,
+        "agent-etl",
+        &token,
+        "INSERT INTO orders VALUES (6, 'new')",
+    ));
+
+    // Every way a token can be wrong, with the reason in the ledger.
+    let t = now();
+    let base = json!({"iss": s.idp.issuer, "sub": "agent-etl", "client_id": "agent-etl", "aud": AUDIENCE, "iat": t, "exp": t + 300});
+    let with = |patch: Value| {
+        let mut c = base.clone();
+        for (k, v) in patch.as_object().expect("object") {
+            c[k] = v.clone();
+        }
+        c
+    };
+    let parts: Vec<&str> = token.split('.').collect();
+    let evil_payload = {
+        let (_, mut c) = decode_jwt(&token);
+        c["sub"] = json!("agent-admin");
+        base64url(c.to_string().as_bytes())
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "expired",
+            s.idp.sign("rs", json!({}), with(json!({"exp": t - 3600}))),
+            "expired at",
+        ),
+        (
+            "not yet valid",
+            s.idp.sign("rs", json!({}), with(json!({"nbf": t + 3600}))),
+            "not valid before",
+        ),
+        (
+            "wrong audience",
+            s.idp
+                .sign("rs", json!({}), with(json!({"aud": "urn:other-service"}))),
+            "audience",
+        ),
+        (
+            "wrong issuer",
+            s.idp
+                .sign("rs", json!({}), with(json!({"iss": "http://127.0.0.1:1"}))),
+            "is not configured",
+        ),
+        (
+            "tampered",
+            format!("{}.{}.{}", parts[0], evil_payload, parts[2]),
+            "signature does not verify",
+        ),
+        (
+            "alg none",
+            s.idp.sign("none", json!({}), base.clone()),
+            "alg \"none\"",
+        ),
+        (
+            "HS256 keyed with the public key",
+            s.idp.sign("hs-with-public-key", json!({}), base.clone()),
+            "HMAC",
+        ),
+        (
+            "unknown kid",
+            s.idp.sign("rs", json!({"kid": "made-up"}), base.clone()),
+            "not published",
+        ),
+        (
+            "for another agent",
+            s.idp.client_token(SUPPORT_CLIENT.0, SUPPORT_CLIENT.1),
+            "it is for agent \"agent-support\"",
+        ),
+    ];
+    for (what, bad, reason) in &cases {
+        let out = psql_token(&s.gw, "agent-etl", bad, "SELECT 1");
+        assert!(!out.status.success(), "{what}: a bad token logged in");
+        let err = stderr(&out);
+        assert!(
+            err.contains("password authentication failed"),
+            "{what}: {err}"
+        );
+        assert!(
+            err.contains(reason),
+            "{what}: the client is told why ({reason}): {err}"
+        );
+    }
+    let failures: Vec<String> =
+        s.gw.events_of("auth_failure")
+            .iter()
+            .map(|e| e.data.clone())
+            .collect();
+    for (what, _, reason) in &cases {
+        assert!(
+            failures
+                .iter()
+                .any(|f| f.contains(&reason.replace('"', "\\\""))),
+            "{what}: no auth_failure event with {reason:?} in {failures:#?}"
+        );
+    }
+    // ES256 and EdDSA keys of the provider are accepted like RS256.
+    for key in ["es", "ed"] {
+        let good = s.idp.sign(key, json!({}), base.clone());
+        ok(psql_token(&s.gw, "agent-etl", &good, "SELECT 1"));
+    }
+
+    // Without TLS a token cannot be sent (libpq would be asked for SCRAM and fail), and the
+    // hint says so.
+    let out =
+        s.gw.psql_as("agent-etl", &token, DB, "disable", &["-c", "SELECT 1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("sslmode=require"), "{}", stderr(&out));
+
+    // Key rotation at the provider: the new kid is fetched without restarting the gateway.
+    let old_kids = s.idp.kids();
+    s.idp.rotate();
+    let fresh = s.idp.client_token(ETL_CLIENT.0, ETL_CLIENT.1);
+    let (header, _) = decode_jwt(&fresh);
+    assert!(
+        !old_kids.contains(&header["kid"].as_str().unwrap_or("").to_string()),
+        "a new kid signs"
+    );
+    std::thread::sleep(Duration::from_millis(1100)); // past jwks_min_refresh_secs
+    assert_eq!(
+        ok(psql_token(
+            &s.gw,
+            "agent-etl",
+            &fresh,
+            "SELECT count(*) FROM orders"
+        ))
+        .trim(),
+        "6"
+    );
+    assert!(
+        s.gw.log().matches("fetched JWKS").count() >= 2,
+        "{}",
+        s.gw.log()
+    );
+
+    // API keys keep working beside tokens.
+    ok(s.gw.psql(&["-c", "SELECT 1"]));
+    ok(s.gw.cli(&["audit", "verify"]));
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[test]
+fn token_exchange_carries_the_human_to_the_ledger_and_to_policy() {
+    let s = setup("");
+    let agent = s.idp.client_token(ETL_CLIENT.0, ETL_CLIENT.1);
+    let alice = s.idp.human_token(
+        json!({"sub": "alice@example.com", "groups": ["dba"], "may_act": {"sub": "agent-etl"}}),
+    );
+    let jwt = "urn:ietf:params:oauth:token-type:jwt";
+    let exchange = |subject: &str, actor: &str| {
+        token_endpoint(
+            &s,
+            &[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:token-exchange",
+                ),
+                ("subject_token", subject),
+                ("subject_token_type", jwt),
+                ("actor_token", actor),
+                ("actor_token_type", jwt),
+            ],
+        )
+    };
+
+    // On its own, agent-etl may not update (no human behind it).
+    let out = psql_token(
+        &s.gw,
+        "agent-etl",
+        &agent,
+        "UPDATE orders SET status = 'x' WHERE id = 1",
+    );
+    assert!(
+        stderr(&out).contains("updates-need-a-human"),
+        "{}",
+        stderr(&out)
+    );
+
+    let (status, body) = exchange(&alice, &agent);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["issued_token_type"],
+        "urn:ietf:params:oauth:token-type:access_token"
+    );
+    assert_eq!(body["token_type"], "Bearer");
+    let delegated = body["access_token"].as_str().expect("token").to_string();
+    let (_, c) = decode_jwt(&delegated);
+    assert_eq!(c["sub"], "alice@example.com");
+    assert_eq!(c["act"]["sub"], "agent-etl");
+    assert!(
+        body["expires_in"].as_i64().unwrap_or(0) <= 300,
+        "never outlives the tokens presented"
+    );
+
+    // Acting for alice, the update is allowed, and every event names the chain.
+    ok(psql_token(
+        &s.gw,
+        "agent-etl",
+        &delegated,
+        "UPDATE orders SET status = 'shipped' WHERE id = 1",
+    ));
+    let p = session_principal(&s.gw);
+    assert_eq!(p["auth_method"], "gateway-token");
+    let chain: Vec<&str> = p["identity"]["chain"]
+        .as_array()
+        .expect("chain")
+        .iter()
+        .filter_map(|l| l["subject"].as_str())
+        .collect();
+    assert_eq!(chain, ["alice@example.com", "agent-etl"]);
+    let st =
+        s.gw.statements()
+            .into_iter()
+            .rev()
+            .find_map(|(_, e)| match e {
+                EventData::Statement {
+                    principal,
+                    text,
+                    verdict,
+                    ..
+                } if text.starts_with("UPDATE") && verdict == "allow" => Some(principal),
+                _ => None,
+            })
+            .expect("the allowed update is recorded");
+    assert_eq!(st.requester(), Some("alice@example.com"));
+    assert!(s
+        .gw
+        .events_of("token_issued")
+        .iter()
+        .any(|e| e.data.contains("alice@example.com")));
+
+    // may_act names agent-etl: agent-support cannot act for alice.
+    let support = s.idp.client_token(SUPPORT_CLIENT.0, SUPPORT_CLIENT.1);
+    let (status, body) = exchange(&alice, &support);
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "invalid_grant");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("may_act"),
+        "{body}"
+    );
+    // A forged subject token is refused, and the refusal is recorded.
+    let (status, body) = exchange(
+        &s.idp
+            .sign("none", json!({}), json!({"sub": "alice@example.com"})),
+        &agent,
+    );
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    assert!(s.gw.events_of("token_refused").len() >= 2);
+    // Unsupported grant type: RFC 6749 error.
+    let (status, body) = token_endpoint(&s, &[("grant_type", "password")]);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+    ok(s.gw.cli(&["audit", "verify"]));
+}
+
+#[test]
+fn task_grants_narrow_policy_end_with_revocation_and_survive_restart() {
+    let mut s = setup("");
+    let alice = s
+        .idp
+        .human_token(json!({"sub": "alice@example.com", "groups": ["dba"]}));
+    let config = s.gw.config.clone();
+    let grant = |args: &[&str]| {
+        let mut cmd = Command::new(exe());
+        cmd.arg("grant").args(args).arg("--config").arg(&config);
+        cmd.env("PORTCULLIS_TOKEN", &alice);
+        cmd.output().expect("run portcullis grant")
+    };
+    // Issue: select and delete only, with a reason and a ticket.
+    let out = grant(&[
+        "create",
+        "--agent",
+        "agent-etl",
+        "--connection",
+        DB,
+        "--reason",
+        "fix order 1 status (INC-42)",
+        "--ticket",
+        "https://tickets.example/INC-42",
+        "--ttl",
+        "10m",
+        "--actions",
+        "select,delete",
+    ]);
+    let credential = ok(out).trim().to_string();
+    let (_, c) = decode_jwt(&credential);
+    let grant_id = c["grant"].as_str().expect("grant claim").to_string();
+
+    // Within the grant: reads work and carry the grant, the requester and the reason.
+    assert_eq!(
+        ok(psql_token(
+            &s.gw,
+            "agent-etl",
+            &credential,
+            "SELECT count(*) FROM orders"
+        ))
+        .trim(),
+        "5"
+    );
+    let p = session_principal(&s.gw);
+    assert_eq!(p["auth_method"], "grant");
+    assert_eq!(p["identity"]["grant"]["id"], grant_id.as_str());
+    assert_eq!(p["identity"]["grant"]["requester"], "alice@example.com");
+    assert_eq!(
+        p["identity"]["grant"]["reason"],
+        "fix order 1 status (INC-42)"
+    );
+    assert_eq!(
+        p["identity"]["grant"]["ticket"],
+        "https://tickets.example/INC-42"
+    );
+    // Outside the grant (update is not in it) → refused even though policy would allow it.
+    let out = psql_token(
+        &s.gw,
+        "agent-etl",
+        &credential,
+        "UPDATE orders SET status = 'x' WHERE id = 1",
+    );
+    assert!(
+        stderr(&out).contains(&format!("outside task grant {grant_id}")),
+        "{}",
+        stderr(&out)
+    );
+    // In the grant but forbidden by the agent's policy → still refused: a grant never widens.
+    let out = psql_token(
+        &s.gw,
+        "agent-etl",
+        &credential,
+        "DELETE FROM orders WHERE id = 1",
+    );
+    assert!(
+        stderr(&out).contains("etl-never-deletes"),
+        "{}",
+        stderr(&out)
+    );
+    // Only for its connection.
+    let out = s.gw.psql_as(
+        "agent-etl",
+        &credential,
+        "unreachable",
+        "require",
+        &["-c", "SELECT 1"],
+    );
+    assert!(
+        stderr(&out).contains("is for connection"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A second grant that stays active across the restart below.
+    let other = ok(grant(&[
+        "create",
+        "--agent",
+        "agent-etl",
+        "--connection",
+        DB,
+        "--reason",
+        "nightly export",
+        "--ttl",
+        "1h",
+    ]));
+    let list = ok(grant(&["list"]));
+    assert!(
+        list.contains(&grant_id) && list.contains("nightly export"),
+        "{list}"
+    );
+
+    // A live psql session under the grant ends the moment the grant is revoked.
+    let mut live = Command::new(bins().path("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.gw.port.to_string(),
+            "-U",
+            "agent-etl",
+            "-d",
+            DB,
+        ])
+        .env("PGPASSWORD", &credential)
+        .env("PGSSLMODE", "require")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("psql");
+    let mut stdin = live.stdin.take().expect("stdin");
+    writeln!(stdin, "SELECT 'still here';").expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s
+        .gw
+        .events_of("statement")
+        .iter()
+        .any(|e| e.data.contains("still here"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "live session did not run its first statement"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = ok(grant(&["revoke", &grant_id]));
+    assert!(out.contains("1 live session(s) ended"), "{out}");
+    let _ = writeln!(stdin, "SELECT 'after revocation';");
+    drop(stdin);
+    let done = live.wait_with_output().expect("psql ends");
+    let err = String::from_utf8_lossy(&done.stderr);
+    assert!(
+        err.contains(&format!("task grant {grant_id} was revoked")),
+        "{err}"
+    );
+    assert!(!String::from_utf8_lossy(&done.stdout).contains("after revocation"));
+    assert!(!s
+        .gw
+        .events_of("statement")
+        .iter()
+        .any(|e| e.data.contains("after revocation")));
+    let closes = s.gw.events_of("session_close");
+    assert!(
+        closes.iter().any(|e| e.data.contains("was revoked")),
+        "session_close names the revocation"
+    );
+    // The credential no longer logs in.
+    let out = psql_token(&s.gw, "agent-etl", &credential, "SELECT 1");
+    assert!(
+        stderr(&out).contains("revoked by alice@example.com"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Grants are ledger events: after a restart the revoked one stays revoked, the other works.
+    s.gw.stop();
+    s.gw.spawn();
+    let out = psql_token(&s.gw, "agent-etl", &credential, "SELECT 1");
+    assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
+    ok(psql_token(&s.gw, "agent-etl", other.trim(), "SELECT 1"));
+
+    // Grants are issued by a person with a valid token; nonsense is refused clearly.
+    let mut cmd = Command::new(exe());
+    let out = cmd
+        .args(["grant", "list", "--config"])
+        .arg(&s.gw.config)
+        .env("PORTCULLIS_TOKEN", "not-a-token")
+        .output()
+        .expect("run");
+    assert!(
+        !out.status.success() && stderr(&out).contains("401"),
+        "{}",
+        stderr(&out)
+    );
+    let out = grant(&[
+        "create",
+        "--agent",
+        "agent-etl",
+        "--connection",
+        "nope",
+        "--reason",
+        "x y z",
+        "--ttl",
+        "1h",
+    ]);
+    assert!(
+        stderr(&out).contains("connection \\\"nope\\\" does not exist")
+            || stderr(&out).contains("does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    let out = grant(&[
+        "create",
+        "--agent",
+        "agent-etl",
+        "--connection",
+        DB,
+        "--reason",
+        "x y z",
+        "--ttl",
+        "1h",
+        "--actions",
+        "selekt",
+    ]);
+    assert!(stderr(&out).contains("unknown action"), "{}", stderr(&out));
+    ok(s.gw.cli(&["audit", "verify"]));
+    let tail = ok(s.gw.cli(&["audit", "tail", "-n", "200"]));
+    assert!(
+        tail.contains(&format!("GRANT REVOKED {grant_id} by alice@example.com")),
+        "{tail}"
+    );
+}
+
+/// RFC 7522: a SAML assertion signed by the IdP's key (xmlsec1, a test key pair made here)
+/// exchanged for a gateway token, then used with psql; tampered and replayed ones refused.
+#[test]
+fn saml_bearer_assertion_becomes_a_gateway_token() {
+    for tool in ["xmlsec1", "openssl"] {
+        assert!(
+            Command::new(tool).arg("--version").output().is_ok()
+                || Command::new(tool).arg("version").output().is_ok(),
+            "{tool} not found: apt-get install -y xmlsec1 openssl"
+        );
+    }
+    let keys = tempfile::tempdir().expect("tempdir");
+    let key = keys.path().join("idp.key");
+    let cert = keys.path().join("idp.crt");
+    ok(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-saml-idp",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl"));
+    let extra = format!(
+        r#"
+[[identity.saml]]
+name = "test-saml"
+entity_id = "https://idp.example/saml"
+certificate_file = "{}"
+audience = "urn:portcullis:gateway"
+"#,
+        cert.display()
+    );
+    let s = setup(&extra);
+    let recipient = format!("{}/oauth/token", s.api);
+    let sign = |name_id: &str, not_after: i64| -> String {
+        let t = now();
+        let iso = |secs: i64| {
+            // xmlsec1 does not care; the gateway parses xs:dateTime in UTC.
+            let out = Command::new("date")
+                .args(["-u", "-d", &format!("@{secs}"), "+%Y-%m-%dT%H:%M:%SZ"])
+                .output()
+                .expect("date");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let id = format!("_a{}", uuid_like());
+        let xml = format!(
+            r##"<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="{id}" Version="2.0" IssueInstant="{now}"><saml:Issuer>https://idp.example/saml</saml:Issuer><ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/><ds:Reference URI="#{id}"><ds:Transforms><ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/><ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/></ds:Transforms><ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><ds:DigestValue/></ds:Reference></ds:SignedInfo><ds:SignatureValue/></ds:Signature><saml:Subject><saml:NameID>{name_id}</saml:NameID><saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer"><saml:SubjectConfirmationData NotOnOrAfter="{after}" Recipient="{recipient}"/></saml:SubjectConfirmation></saml:Subject><saml:Conditions NotBefore="{before}" NotOnOrAfter="{after}"><saml:AudienceRestriction><saml:Audience>urn:portcullis:gateway</saml:Audience></saml:AudienceRestriction></saml:Conditions><saml:AttributeStatement><saml:Attribute Name="groups"><saml:AttributeValue>etl</saml:AttributeValue></saml:Attribute></saml:AttributeStatement></saml:Assertion>"##,
+            now = iso(t),
+            before = iso(t - 60),
+            after = iso(not_after),
+        );
+        let tpl = keys.path().join(format!("{id}.xml"));
+        std::fs::write(&tpl, xml).expect("write template");
+        let signed = ok(Command::new("xmlsec1")
+            .args(["--sign", "--privkey-pem"])
+            .arg(&key)
+            .args([
+                "--id-attr:ID",
+                "urn:oasis:names:tc:SAML:2.0:assertion:Assertion",
+            ])
+            .arg(&tpl)
+            .output()
+            .expect("xmlsec1"));
+        base64url(signed.as_bytes())
+    };
+    let bearer = |assertion: &str| {
+        token_endpoint(
+            &s,
+            &[
+                (
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:saml2-bearer",
+                ),
+                ("assertion", assertion),
+            ],
+        )
+    };
+    let good = sign("agent-etl", now() + 300);
+    let (status, body) = bearer(&good);
+    assert_eq!(status, 200, "{body}");
+    let token = body["access_token"].as_str().expect("token").to_string();
+    assert_eq!(
+        ok(psql_token(
+            &s.gw,
+            "agent-etl",
+            &token,
+            "SELECT count(*) FROM orders"
+        ))
+        .trim(),
+        "5"
+    );
+    let p = session_principal(&s.gw);
+    assert_eq!(p["identity"]["groups"], json!(["etl", "etl-config"]));
+    // The same assertion twice: a bearer assertion is good for one exchange.
+    let (status, body) = bearer(&good);
+    assert_eq!(status, 400);
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("already exchanged"),
+        "{body}"
+    );
+    // Tampered after signing: the NameID changed.
+    let xml = String::from_utf8(decode_b64url(&sign("agent-etl", now() + 300))).expect("utf8");
+    let tampered = base64url(xml.replace(">agent-etl<", ">agent-admin<").as_bytes());
+    let (status, body) = bearer(&tampered);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("SAML assertion refused"),
+        "{body}"
+    );
+    // Expired.
+    let (status, body) = bearer(&sign("agent-etl", now() - 120));
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase()
+            .contains("expired"),
+        "{body}"
+    );
+    ok(s.gw.cli(&["audit", "verify"]));
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        now(),
+        std::process::id() as u64 * 7919 + rand_u32() as u64
+    )
+}
+
+fn rand_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now() as u64);
+    h.finish() as u32
+}
+
+fn decode_b64url(s: &str) -> Vec<u8> {
+    common::idp::base64url_decode(s).expect("base64url")
+}
