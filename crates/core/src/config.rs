@@ -296,6 +296,9 @@ pub struct StoreConfig {
     /// Upper bound, in milliseconds, between syncs to disk in `default` durability.
     #[serde(default = "default_sync_interval_ms")]
     pub sync_interval_ms: u64,
+    /// Signed Merkle checkpoints of the ledger (on by default).
+    #[serde(default)]
+    pub checkpoints: CheckpointConfig,
 }
 
 impl Default for StoreConfig {
@@ -305,8 +308,60 @@ impl Default for StoreConfig {
             path: None,
             durability: Durability::Default,
             sync_interval_ms: default_sync_interval_ms(),
+            checkpoints: CheckpointConfig::default(),
         }
     }
+}
+
+/// `[store.checkpoints]`: the gateway signs the ledger's Merkle root (Ed25519, C2SP signed
+/// note) every `every_secs` seconds or `every_events` events, and at shutdown.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Sign checkpoints at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The signing key (created, mode 0600, on first start, with `<key_file>.pub` holding the
+    /// verifier key to give auditors). Default `<data_dir>/keys/ledger-checkpoint.key`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The log's name in every checkpoint; default: the name of the existing key, or
+    /// `portcullis/<hostname>` for a new one.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// A checkpoint once this many events arrived since the last one.
+    #[serde(default = "default_checkpoint_events")]
+    pub every_events: u64,
+    /// A checkpoint at least this often, in seconds, while events arrive.
+    #[serde(default = "default_checkpoint_secs")]
+    pub every_secs: u64,
+    /// A folder on other storage (another disk, a WORM mount) that receives every
+    /// checkpoint as `<mirror_dir>/checkpoint`. `audit verify` compares the ledger with it, so
+    /// deleting the newest events or rewriting the ledger shows even if the ledger's own
+    /// checkpoints are deleted too. One folder per ledger.
+    #[serde(default)]
+    pub mirror_dir: Option<PathBuf>,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        CheckpointConfig {
+            enabled: true,
+            key_file: None,
+            origin: None,
+            every_events: default_checkpoint_events(),
+            every_secs: default_checkpoint_secs(),
+            mirror_dir: None,
+        }
+    }
+}
+
+fn default_checkpoint_events() -> u64 {
+    10_000
+}
+
+fn default_checkpoint_secs() -> u64 {
+    10
 }
 
 fn default_sync_interval_ms() -> u64 {

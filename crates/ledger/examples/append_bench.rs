@@ -10,6 +10,8 @@
 //! folder on the disk you care about: fsync cost is what `strict` measures).
 //! `PORTCULLIS_BENCH_SECS` sets the duration of each run (default 3),
 //! `PORTCULLIS_BENCH_VERIFY_EVENTS` the size of the verified ledger (default 1 000 000).
+//! Signed checkpoints are on, as in a default gateway (every 10 000 events or 10 s);
+//! `PORTCULLIS_BENCH_CHECKPOINTS=0` turns them off for comparison.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +19,27 @@ use std::time::{Duration, Instant};
 
 use portcullis_core::config::Durability;
 use portcullis_core::{EventData, NewEvent, Principal};
-use portcullis_ledger::{Ledger, LedgerOptions, LedgerReader, VerifyReport};
+use portcullis_ledger::{
+    CheckpointOptions, CheckpointSigner, Ledger, LedgerOptions, LedgerReader, VerifyOptions,
+    VerifyReport,
+};
+
+/// Checkpoints as a default gateway signs them, unless PORTCULLIS_BENCH_CHECKPOINTS=0.
+fn checkpoints() -> Option<CheckpointOptions> {
+    if env_u64("PORTCULLIS_BENCH_CHECKPOINTS", 1) == 0 {
+        return None;
+    }
+    Some(CheckpointOptions {
+        signer: Arc::new(signer()),
+        every_events: 10_000,
+        every: Duration::from_secs(10),
+        mirror: None,
+    })
+}
+
+fn signer() -> CheckpointSigner {
+    CheckpointSigner::from_seed("bench/ledger", [1u8; 32]).expect("signer")
+}
 
 fn statement(session: &str, n: u64) -> NewEvent {
     NewEvent::new(
@@ -67,6 +89,7 @@ async fn run(dir: &std::path::Path, durability: Durability, appenders: usize, se
         path,
         durability,
         sync_interval: Duration::from_millis(5),
+        checkpoints: checkpoints(),
     })
     .expect("open ledger");
     let stop = Arc::new(AtomicBool::new(false));
@@ -166,7 +189,11 @@ fn main() {
     // Verification speed over a large ledger, built with large calls from a few concurrent
     // writers (as a busy gateway would).
     let path = dir.path().join("verify.db");
-    let ledger = Ledger::open(LedgerOptions::new(&path)).expect("open ledger");
+    let ledger = Ledger::open(LedgerOptions {
+        checkpoints: checkpoints(),
+        ..LedgerOptions::new(&path)
+    })
+    .expect("open ledger");
     let build = Instant::now();
     rt.block_on(async {
         const PRODUCERS: u64 = 4;
@@ -201,11 +228,20 @@ fn main() {
     for pass in ["cold-ish", "warm"] {
         let reader = LedgerReader::open(&path).expect("open reader");
         let t = Instant::now();
-        let report = reader.verify(|_| {}).expect("verify");
+        let opts = VerifyOptions {
+            key: Some(signer().verifier()),
+            external: Vec::new(),
+        };
+        let report = reader.verify_with(&opts, |_| {}).expect("verify");
         let secs = t.elapsed().as_secs_f64();
         match report {
-            VerifyReport::Verified { events, .. } => println!(
-                "verify ({pass}): {events} events in {secs:.2} s = {:.0} events/s",
+            VerifyReport::Verified {
+                events,
+                checkpoints,
+                ..
+            } => println!(
+                "verify ({pass}, chain + Merkle tree + {} signed checkpoints): {events} events in {secs:.2} s = {:.0} events/s",
+                checkpoints.checked,
                 events as f64 / secs
             ),
             other => panic!("bench ledger does not verify: {other:?}"),

@@ -191,6 +191,28 @@ pub enum LedgerError {
         #[source]
         source: serde_json::Error,
     },
+    /// The checkpoint signing key could not be loaded or created.
+    #[error("ledger checkpoint signing key {path}: {detail}")]
+    CheckpointKey { path: PathBuf, detail: String },
+
+    /// The ledger holds fewer events than a checkpoint it signed earlier: events were deleted
+    /// from its end (or the file was replaced by an older copy).
+    #[error(
+        "the ledger {path} has {events} events but its signed checkpoint covers {checkpoint}: \
+         events {first} to {checkpoint} were deleted or the file was replaced by an older copy; \
+         the gateway will not write on top of that. Run `portcullis audit verify`, keep the \
+         file as evidence, and restore the ledger from a copy"
+    )]
+    BehindCheckpoint {
+        path: PathBuf,
+        events: u64,
+        checkpoint: u64,
+        first: u64,
+    },
+
+    /// A proof was asked for that the ledger cannot give.
+    #[error("ledger {path}: {detail}")]
+    Proof { path: PathBuf, detail: String },
 }
 
 impl LedgerError {

@@ -69,12 +69,18 @@
 //! ```
 
 pub mod chain;
+pub mod checkpoint;
 mod error;
+pub mod merkle;
 pub mod reader;
 mod schema;
 pub mod writer;
 
 pub use chain::event_hash;
+pub use checkpoint::{Checkpoint, CheckpointSigner, CheckpointVerifier};
 pub use error::LedgerError;
-pub use reader::{LedgerReader, Problem, StoredEvent, VerifyReport};
-pub use writer::{Ledger, LedgerOptions, LedgerStats};
+pub use reader::{
+    CheckpointSummary, InclusionProof, LedgerReader, Problem, StoredCheckpoint, StoredEvent,
+    VerifyOptions, VerifyReport,
+};
+pub use writer::{CheckpointOptions, Ledger, LedgerOptions, LedgerStats};

@@ -33,7 +33,9 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
 
 use crate::chain::{event_hash, to_hex, GENESIS};
+use crate::checkpoint::{self, CheckpointVerifier};
 use crate::error::LedgerError;
+use crate::merkle::{self, event_leaf, Frontier, Hash};
 use crate::schema::{self, blob32, COLUMNS};
 
 /// How often [`LedgerReader::verify`] reports progress, in events.
@@ -80,12 +82,50 @@ impl StoredEvent {
     }
 }
 
+/// A signed checkpoint as the ledger stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub ts_us: i64,
+    pub root: Hash,
+    /// The signed note, exactly as signed (see [`crate::checkpoint`]).
+    pub note: String,
+}
+
+/// What [`LedgerReader::verify_with`] checks besides the chain.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// The key checkpoints must be signed with. Without one, stored checkpoints are still
+    /// compared with the events, but their signatures are not checked (and mean nothing).
+    pub key: Option<CheckpointVerifier>,
+    /// Checkpoints kept elsewhere (the mirror folder, an auditor's copy): `(where, note)`.
+    /// They must verify with `key` and match the events.
+    pub external: Vec<(String, String)>,
+}
+
+/// How the checkpoints fared in a successful verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointSummary {
+    /// Checkpoints compared with the events (stored and external).
+    pub checked: usize,
+    /// Whether their signatures were checked (a key was given).
+    pub signatures: bool,
+    /// The largest tree size a checkpoint covered (0: none).
+    pub latest: u64,
+}
+
 /// The outcome of [`LedgerReader::verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyReport {
     /// Every event checks out. `head` is the hash of the last event (32 zero bytes for an
-    /// empty ledger): note it down to detect a later truncation or rewrite.
-    Verified { events: u64, head: [u8; 32] },
+    /// empty ledger): note it down to detect a later truncation or rewrite. `root` is the
+    /// Merkle root of all events (RFC 6962), `checkpoints` what was checked against them.
+    Verified {
+        events: u64,
+        head: [u8; 32],
+        root: Hash,
+        checkpoints: CheckpointSummary,
+    },
     /// The first problem found, at sequence number `seq`; `detail` explains it for a human.
     Broken {
         seq: u64,
@@ -103,6 +143,13 @@ pub enum Problem {
     Missing,
     /// An intact row is in the wrong place in the chain.
     Reordered,
+    /// A signed checkpoint covers more events than the ledger holds: the newest were deleted.
+    Truncated,
+    /// The events do not have the Merkle root a checkpoint signed for them: they were
+    /// replaced (and re-hashed) after it was signed, or the checkpoint was altered.
+    CheckpointMismatch,
+    /// A checkpoint's signature does not verify with the given key.
+    BadSignature,
 }
 
 impl std::fmt::Display for Problem {
@@ -111,6 +158,9 @@ impl std::fmt::Display for Problem {
             Problem::Altered => "altered",
             Problem::Missing => "missing",
             Problem::Reordered => "reordered",
+            Problem::Truncated => "truncated",
+            Problem::CheckpointMismatch => "checkpoint mismatch",
+            Problem::BadSignature => "bad checkpoint signature",
         })
     }
 }
@@ -263,7 +313,28 @@ impl LedgerReader {
     /// JSON and allocates nothing per row.
     ///
     /// `Err` means the file could not be read; a damaged chain is an `Ok(Broken { .. })`.
-    pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport, LedgerError> {
+    pub fn verify(&self, progress: impl FnMut(u64)) -> Result<VerifyReport, LedgerError> {
+        self.verify_with(&VerifyOptions::default(), progress)
+    }
+
+    /// [`verify`](Self::verify), and also: builds the Merkle tree of the events and compares
+    /// its root with every stored checkpoint and every one in `opts.external` (signatures
+    /// checked with `opts.key`). A checkpoint larger than the ledger is
+    /// [`Problem::Truncated`]; one whose root differs, [`Problem::CheckpointMismatch`].
+    /// Checking every checkpoint against the same events also proves them consistent with
+    /// each other (each is a prefix of the next).
+    pub fn verify_with(
+        &self,
+        opts: &VerifyOptions,
+        mut progress: impl FnMut(u64),
+    ) -> Result<VerifyReport, LedgerError> {
+        let mut targets = match self.checkpoint_targets(opts)? {
+            Ok(t) => t,
+            Err(report) => return Ok(report),
+        };
+        targets.sort_by_key(|t| t.size);
+        let mut next = 0; // index of the next target to compare
+        let mut frontier = Frontier::new();
         let err = |e| LedgerError::sqlite(&self.path, "reading events for verification", e);
         let sql = format!("SELECT {COLUMNS} FROM events ORDER BY seq");
         let mut stmt = self.conn.prepare(&sql).map_err(err)?;
@@ -277,6 +348,29 @@ impl LedgerReader {
                 Check::Linked(hash) => {
                     prev = hash;
                     checked = expected;
+                    frontier.push(event_leaf(&hash));
+                    while next < targets.len() && targets[next].size == checked {
+                        let t = &targets[next];
+                        if frontier.root() != t.root {
+                            drop(rows);
+                            return Ok(VerifyReport::Broken {
+                                seq: checked,
+                                problem: Problem::CheckpointMismatch,
+                                detail: format!(
+                                    "the {} at tree size {} signs root {}, but events 1 to {} \
+                                     have root {}: events up to {} were replaced (and \
+                                     re-hashed) after it was signed",
+                                    t.label,
+                                    t.size,
+                                    to_hex(&t.root),
+                                    checked,
+                                    to_hex(&frontier.root()),
+                                    checked
+                                ),
+                            });
+                        }
+                        next += 1;
+                    }
                     until_progress -= 1;
                     if until_progress == 0 {
                         progress(checked);
@@ -292,9 +386,227 @@ impl LedgerReader {
         if until_progress != PROGRESS_EVERY || checked == 0 {
             progress(checked); // the final count, unless it was just reported
         }
+        if let Some(t) = targets.last().filter(|t| t.size > checked) {
+            return Ok(VerifyReport::Broken {
+                seq: checked + 1,
+                problem: Problem::Truncated,
+                detail: format!(
+                    "the {} covers {} events but the ledger has {checked}: events {} to {} \
+                     were deleted (or the file was replaced by an older copy)",
+                    t.label,
+                    t.size,
+                    checked + 1,
+                    t.size
+                ),
+            });
+        }
         Ok(VerifyReport::Verified {
             events: checked,
             head: prev,
+            root: frontier.root(),
+            checkpoints: CheckpointSummary {
+                checked: targets.len(),
+                signatures: opts.key.is_some(),
+                latest: targets.last().map_or(0, |t| t.size),
+            },
+        })
+    }
+
+    /// Every checkpoint verification compares with the events, after checking what can be
+    /// checked without them (signatures, stored columns against the note).
+    fn checkpoint_targets(
+        &self,
+        opts: &VerifyOptions,
+    ) -> Result<Result<Vec<Target>, VerifyReport>, LedgerError> {
+        let bad = |seq: u64, problem, detail: String| {
+            Ok(Err(VerifyReport::Broken {
+                seq,
+                problem,
+                detail,
+            }))
+        };
+        let mut targets = Vec::new();
+        for cp in self.checkpoints()? {
+            let label = "stored checkpoint".to_string();
+            let said = match &opts.key {
+                Some(key) => match key.open(&cp.note) {
+                    Ok(said) => said,
+                    Err(e) => {
+                        return bad(
+                            cp.size,
+                            Problem::BadSignature,
+                            format!("the {label} of tree size {} does not verify: {e}", cp.size),
+                        )
+                    }
+                },
+                None => match checkpoint::peek(&cp.note) {
+                    Some(said) => said,
+                    None => {
+                        return bad(
+                            cp.size,
+                            Problem::BadSignature,
+                            format!(
+                                "the {label} of tree size {} is not a readable checkpoint note",
+                                cp.size
+                            ),
+                        )
+                    }
+                },
+            };
+            if said.size != cp.size || said.root != cp.root {
+                return bad(
+                    cp.size,
+                    Problem::CheckpointMismatch,
+                    format!(
+                        "the {label} of tree size {}: its row says root {}, its signed note says \
+                         size {} root {} (the row was altered)",
+                        cp.size,
+                        to_hex(&cp.root),
+                        said.size,
+                        to_hex(&said.root)
+                    ),
+                );
+            }
+            targets.push(Target {
+                size: cp.size,
+                root: cp.root,
+                label,
+            });
+        }
+        for (place, note) in &opts.external {
+            let said = match &opts.key {
+                Some(key) => key.open(note),
+                None => checkpoint::peek(note).ok_or_else(|| "not a checkpoint note".to_string()),
+            };
+            match said {
+                Ok(said) => targets.push(Target {
+                    size: said.size,
+                    root: said.root,
+                    label: format!("checkpoint in {place}"),
+                }),
+                Err(e) => {
+                    return bad(
+                        0,
+                        Problem::BadSignature,
+                        format!("the checkpoint in {place} does not verify: {e}"),
+                    )
+                }
+            }
+        }
+        Ok(Ok(targets))
+    }
+
+    /// The stored checkpoints, oldest first (none if the ledger predates checkpoints).
+    pub fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
+        let err = |e| LedgerError::sqlite(&self.path, "reading checkpoints", e);
+        if !self.has_table("checkpoints")? {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT tree_size, ts_us, root, note FROM checkpoints ORDER BY tree_size")
+            .map_err(err)?;
+        let mut rows = stmt.query([]).map_err(err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(err)? {
+            let size: i64 = row.get(0).map_err(err)?;
+            let malformed = |detail: &str| LedgerError::Malformed {
+                path: self.path.clone(),
+                seq: size,
+                detail: format!("checkpoint row: {detail}"),
+            };
+            out.push(StoredCheckpoint {
+                size: u64::try_from(size).map_err(|_| malformed("negative tree size"))?,
+                ts_us: row.get(1).map_err(err)?,
+                root: blob32(row.get_ref(2).map_err(err)?)
+                    .ok_or_else(|| malformed("root is not a 32-byte blob"))?,
+                note: row.get(3).map_err(err)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn has_table(&self, name: &str) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [name],
+                |r| r.get::<_, i64>(0).map(|n| n > 0),
+            )
+            .map_err(|e| LedgerError::sqlite(&self.path, "reading the schema", e))
+    }
+
+    /// An inclusion proof of event `seq` in the tree of the stored checkpoint of size `size`
+    /// (the latest checkpoint when `None`): everything needed to check offline that the event
+    /// is in the signed ledger.
+    pub fn prove(&self, seq: u64, size: Option<u64>) -> Result<InclusionProof, LedgerError> {
+        let proof_err = |detail: String| LedgerError::Proof {
+            path: self.path.clone(),
+            detail,
+        };
+        let checkpoints = self.checkpoints()?;
+        let cp = match size {
+            Some(n) => checkpoints.iter().find(|c| c.size == n).ok_or_else(|| {
+                proof_err(format!(
+                    "there is no stored checkpoint of tree size {n}; `portcullis audit \
+                     checkpoints` lists them"
+                ))
+            })?,
+            None => checkpoints.last().ok_or_else(|| {
+                proof_err(
+                    "the ledger has no signed checkpoint yet: enable store.checkpoints and let \
+                     the gateway run (it signs one every few seconds, and at shutdown)"
+                        .into(),
+                )
+            })?,
+        };
+        if seq == 0 || seq > cp.size {
+            return Err(proof_err(format!(
+                "event {seq} is not covered by the checkpoint of {} events{}",
+                cp.size,
+                if seq > cp.size {
+                    "; wait for the next checkpoint (every few seconds) or stop the gateway, which signs one"
+                } else {
+                    ""
+                }
+            )));
+        }
+        let err = |e| LedgerError::sqlite(&self.path, "reading event hashes for a proof", e);
+        let mut leaves = Vec::with_capacity(usize::try_from(cp.size).unwrap_or(0));
+        {
+            let mut stmt = self
+                .conn
+                .prepare("SELECT hash FROM events WHERE seq <= ?1 ORDER BY seq")
+                .map_err(err)?;
+            let mut rows = stmt.query([cp.size as i64]).map_err(err)?;
+            while let Some(row) = rows.next().map_err(err)? {
+                let h = blob32(row.get_ref(0).map_err(err)?).ok_or_else(|| {
+                    proof_err("an event hash is not 32 bytes: run `portcullis audit verify`".into())
+                })?;
+                leaves.push(event_leaf(&h));
+            }
+        }
+        if leaves.len() as u64 != cp.size || merkle::root(&leaves) != cp.root {
+            return Err(proof_err(format!(
+                "the events no longer match the checkpoint of {} events: run `portcullis audit \
+                 verify`",
+                cp.size
+            )));
+        }
+        let event = self
+            .after(seq - 1, 1)?
+            .into_iter()
+            .next()
+            .filter(|e| e.seq == seq)
+            .ok_or_else(|| proof_err(format!("event {seq} is not in the ledger")))?;
+        let path = merkle::inclusion_proof(seq - 1, &leaves)
+            .ok_or_else(|| proof_err(format!("event {seq} is outside the tree")))?;
+        Ok(InclusionProof {
+            event,
+            tree_size: cp.size,
+            path,
+            root: cp.root,
+            checkpoint: cp.note.clone(),
         })
     }
 
@@ -423,6 +735,152 @@ impl LedgerReader {
             .and_then(|s| u64::try_from(s).ok())
             .filter(|&s| s >= 1)
     }
+}
+
+/// A checkpoint to compare with the events during verification.
+struct Target {
+    size: u64,
+    root: Hash,
+    label: String,
+}
+
+/// Proof that one event is in a signed ledger: the event, the audit path from its leaf to the
+/// root of the checkpoint's tree, and the checkpoint. Checked offline by
+/// [`InclusionProof::verify`], `portcullis audit verify-proof`, or
+/// `docs/tools/verify_proof.py` (independent of portcullis).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InclusionProof {
+    pub event: StoredEvent,
+    pub tree_size: u64,
+    /// Sibling hashes from the leaf up (RFC 6962 audit path).
+    pub path: Vec<Hash>,
+    pub root: Hash,
+    /// The signed checkpoint note whose root `root` is.
+    pub checkpoint: String,
+}
+
+/// Name of the proof file format, in its `format` field.
+pub const PROOF_FORMAT: &str = "portcullis-inclusion-proof-v1";
+
+impl InclusionProof {
+    /// The proof as a JSON document (what `portcullis audit prove` prints). Hashes are
+    /// lower-case hex; `event.data` is the stored text exactly as hashed.
+    pub fn to_json(&self) -> serde_json::Value {
+        let e = &self.event;
+        serde_json::json!({
+            "format": PROOF_FORMAT,
+            "event": {
+                "seq": e.seq,
+                "ts_us": e.ts_us,
+                "session_id": e.session_id,
+                "kind": e.kind,
+                "data": e.data,
+                "prev_hash": to_hex(&e.prev_hash),
+                "hash": to_hex(&e.hash),
+            },
+            "leaf_index": e.seq.saturating_sub(1),
+            "tree_size": self.tree_size,
+            "path": self.path.iter().map(|h| to_hex(h)).collect::<Vec<_>>(),
+            "root": to_hex(&self.root),
+            "checkpoint": self.checkpoint,
+        })
+    }
+
+    /// Reads a proof written by [`to_json`](Self::to_json).
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        if v["format"] != PROOF_FORMAT {
+            return Err(format!(
+                "not a {PROOF_FORMAT} document (its \"format\" field)"
+            ));
+        }
+        let field = |ptr: &str| v.pointer(ptr).ok_or_else(|| format!("missing field {ptr}"));
+        let text_at = |ptr: &str| -> Result<String, String> {
+            field(ptr)?
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{ptr} is not a string"))
+        };
+        let hash_at = |ptr: &str| -> Result<Hash, String> {
+            from_hex(&text_at(ptr)?).ok_or_else(|| format!("{ptr} is not a 64-digit hex hash"))
+        };
+        let u64_at = |ptr: &str| -> Result<u64, String> {
+            field(ptr)?
+                .as_u64()
+                .ok_or_else(|| format!("{ptr} is not a non-negative integer"))
+        };
+        let path = field("/path")?
+            .as_array()
+            .ok_or("/path is not a list")?
+            .iter()
+            .map(|h| h.as_str().and_then(from_hex))
+            .collect::<Option<Vec<_>>>()
+            .ok_or("/path holds something other than hex hashes")?;
+        Ok(InclusionProof {
+            event: StoredEvent {
+                seq: u64_at("/event/seq")?,
+                ts_us: field("/event/ts_us")?
+                    .as_i64()
+                    .ok_or("/event/ts_us is not an integer")?,
+                session_id: text_at("/event/session_id")?,
+                kind: text_at("/event/kind")?,
+                data: text_at("/event/data")?,
+                prev_hash: hash_at("/event/prev_hash")?,
+                hash: hash_at("/event/hash")?,
+            },
+            tree_size: u64_at("/tree_size")?,
+            path,
+            root: hash_at("/root")?,
+            checkpoint: text_at("/checkpoint")?,
+        })
+    }
+
+    /// Checks the proof: the event's hash from its fields, the path to the root, and the
+    /// checkpoint's signature and root. Returns what the checkpoint says.
+    pub fn verify(&self, key: &CheckpointVerifier) -> Result<checkpoint::Checkpoint, String> {
+        let e = &self.event;
+        if !e.hash_matches() {
+            return Err(format!(
+                "event {}: its fields do not hash to its hash: the event was altered",
+                e.seq
+            ));
+        }
+        let cp = key.open(&self.checkpoint)?;
+        if cp.size != self.tree_size || cp.root != self.root {
+            return Err(format!(
+                "the proof is for tree size {} root {}, the checkpoint says size {} root {}",
+                self.tree_size,
+                to_hex(&self.root),
+                cp.size,
+                to_hex(&cp.root)
+            ));
+        }
+        let index = e
+            .seq
+            .checked_sub(1)
+            .ok_or("event seq 0 is not in any ledger")?;
+        if !merkle::verify_inclusion(index, cp.size, &event_leaf(&e.hash), &self.path, &cp.root) {
+            return Err(format!(
+                "the audit path does not lead from event {} to the checkpoint's root: the \
+                 event is not the one the checkpoint covers at that position",
+                e.seq
+            ));
+        }
+        Ok(cp)
+    }
+}
+
+/// Parses 64 hex digits.
+fn from_hex(s: &str) -> Option<Hash> {
+    if s.len() != 64 || !s.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 fn clamp(n: usize) -> i64 {

@@ -32,6 +32,15 @@ CREATE TABLE IF NOT EXISTS events (
 -- Per-session lookups will get their own small table, written once per session.
 DROP INDEX IF EXISTS events_session;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Signed checkpoints of the Merkle tree over the events (crate::checkpoint): the note as
+-- signed, and the tree's right edge (crate::merkle::Frontier) to resume it at the next open.
+CREATE TABLE IF NOT EXISTS checkpoints (
+    tree_size INTEGER PRIMARY KEY,
+    ts_us INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    note TEXT NOT NULL,
+    frontier BLOB NOT NULL
+);
 ";
 
 pub(crate) const INSERT: &str =

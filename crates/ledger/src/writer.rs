@@ -51,11 +51,13 @@ use std::time::{Duration, Instant};
 use portcullis_core::config::Durability;
 use portcullis_core::NewEvent;
 use rusqlite::types::{ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::oneshot;
 
 use crate::chain::event_hash;
+use crate::checkpoint::CheckpointSigner;
 use crate::error::LedgerError;
+use crate::merkle::{event_leaf, Frontier};
 use crate::schema::{self, Head};
 
 /// Upper bound on the events of one group commit. A larger single submission still goes into
@@ -92,6 +94,21 @@ pub struct LedgerOptions {
     /// In `Default` durability: the longest time between a commit and the fsync that makes it
     /// survive a power loss. Ignored in `Strict` durability (every commit is synced).
     pub sync_interval: Duration,
+    /// Signed Merkle checkpoints (see [`crate::checkpoint`]); `None` writes none.
+    pub checkpoints: Option<CheckpointOptions>,
+}
+
+/// When and how the ledger signs checkpoints of its Merkle tree.
+#[derive(Debug, Clone)]
+pub struct CheckpointOptions {
+    pub signer: Arc<CheckpointSigner>,
+    /// A checkpoint once this many events arrived since the last one …
+    pub every_events: u64,
+    /// … or once this much time passed, if any event arrived (and always at close).
+    pub every: Duration,
+    /// A folder on other storage that receives every checkpoint as `<folder>/checkpoint`
+    /// (replaced atomically), so that a truncated or rewritten ledger no longer matches it.
+    pub mirror: Option<PathBuf>,
 }
 
 impl LedgerOptions {
@@ -101,6 +118,7 @@ impl LedgerOptions {
             path: path.into(),
             durability: Durability::Default,
             sync_interval: Duration::from_millis(5),
+            checkpoints: None,
         }
     }
 }
@@ -122,6 +140,10 @@ pub struct LedgerStats {
     pub failures: u64,
     /// Failed fsyncs of the WAL in `Default` durability (logged as errors).
     pub sync_failures: u64,
+    /// Tree size of the last signed checkpoint (0: none yet, or checkpoints are off).
+    pub checkpoint_size: u64,
+    /// Checkpoints that could not be stored or mirrored (logged as errors).
+    pub checkpoint_failures: u64,
 }
 
 /// The append handle of a ledger. Cheap to clone; all clones share one writer.
@@ -171,6 +193,8 @@ struct Shared {
     last_seq: AtomicU64,
     failures: AtomicU64,
     sync_failures: AtomicU64,
+    checkpoint_size: AtomicU64,
+    checkpoint_failures: AtomicU64,
     sync: Mutex<SyncState>,
     sync_cv: Condvar,
 }
@@ -285,8 +309,12 @@ impl Ledger {
         configure(&conn, &path)?;
         schema::ensure(&conn, &path)?;
 
-        let mut index = Index { conn };
+        let mut index = Index { conn, tree: None };
         let head = index.replay(&path, &journals)?;
+        if let Some(opts) = opts.checkpoints {
+            index.tree = Some(Tree::load(&index.conn, &path, opts, head)?);
+        }
+        let checkpoint_size = index.tree.as_ref().map_or(0, |t| t.last_size);
         // The files were possibly just created: make their directory entries durable too.
         sync_dir(folder.as_deref().unwrap_or(Path::new(".")));
 
@@ -321,6 +349,8 @@ impl Ledger {
             last_seq: AtomicU64::new(head.seq),
             failures: AtomicU64::new(0),
             sync_failures: AtomicU64::new(0),
+            checkpoint_size: AtomicU64::new(checkpoint_size),
+            checkpoint_failures: AtomicU64::new(0),
             sync: Mutex::new(SyncState::default()),
             sync_cv: Condvar::new(),
         });
@@ -408,6 +438,13 @@ impl Ledger {
         shared.index_step();
     }
 
+    /// Makes every event acknowledged so far visible to readers and signs a checkpoint of
+    /// them now (if checkpoints are on and the tree grew). Blocking.
+    pub fn checkpoint(&self) {
+        self.flush();
+        self.inner.shared.checkpoint_step(true);
+    }
+
     /// Stops accepting events, writes everything already queued, indexes it, performs the
     /// final fsync and joins the background thread. Idempotent; concurrent callers wait for
     /// the first. Also runs when the last clone is dropped (blocking that thread).
@@ -425,6 +462,8 @@ impl Ledger {
             last_seq: s.last_seq.load(Ordering::Relaxed),
             failures: s.failures.load(Ordering::Relaxed),
             sync_failures: s.sync_failures.load(Ordering::Relaxed),
+            checkpoint_size: s.checkpoint_size.load(Ordering::Relaxed),
+            checkpoint_failures: s.checkpoint_failures.load(Ordering::Relaxed),
         }
     }
 
@@ -623,6 +662,68 @@ impl Shared {
             }
         }
     }
+}
+
+impl Shared {
+    /// Signs and stores a checkpoint if one is due (`force`: whenever the tree grew).
+    fn checkpoint_step(&self, force: bool) {
+        let mut guard = lock(&self.index);
+        let Some(index) = guard.as_mut() else { return };
+        let Some(tree) = index.tree.as_mut() else {
+            return;
+        };
+        let size = tree.frontier.size();
+        if size == tree.last_size {
+            return;
+        }
+        let due = force
+            || size - tree.last_size >= tree.opts.every_events
+            || tree.last_at.elapsed() >= tree.opts.every;
+        if !due {
+            return;
+        }
+        let root = tree.frontier.root();
+        let note = tree.opts.signer.sign(size, root);
+        let stored = index.conn.execute(
+            "INSERT INTO checkpoints (tree_size, ts_us, root, note, frontier) VALUES (?1, ?2, ?3, ?4, ?5)",
+            (
+                size as i64,
+                portcullis_core::now_us(),
+                &root[..],
+                note.as_str(),
+                tree.frontier.to_bytes(),
+            ),
+        );
+        if let Err(e) = stored {
+            self.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(path = %self.path.display(), error = %e, size, "could not store a ledger checkpoint; will retry");
+            return;
+        }
+        tree.last_size = size;
+        tree.last_at = Instant::now();
+        self.checkpoint_size.store(size, Ordering::Relaxed);
+        if let Some(mirror) = &tree.opts.mirror {
+            if let Err(e) = write_mirror(mirror, &note) {
+                self.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(folder = %mirror.display(), error = %e, size, "could not write the ledger checkpoint to its mirror; the next checkpoint tries again");
+            }
+        }
+        tracing::debug!(path = %self.path.display(), size, "ledger checkpoint signed");
+    }
+}
+
+/// Replaces `<folder>/checkpoint` with `note`, atomically and durably.
+fn write_mirror(folder: &Path, note: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(folder)?;
+    let tmp = folder.join(".checkpoint.tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(note.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, folder.join("checkpoint"))?;
+    sync_dir(folder);
+    Ok(())
 }
 
 struct Writer {
@@ -874,6 +975,98 @@ fn decode_all(bytes: &[u8]) -> Vec<Row> {
 /// The SQLite side: rows arrive here in large batches.
 struct Index {
     conn: Connection,
+    /// The Merkle tree over the indexed events, when checkpoints are on.
+    tree: Option<Tree>,
+}
+
+/// The Merkle tree of the indexed events and the checkpoint schedule.
+struct Tree {
+    frontier: Frontier,
+    opts: CheckpointOptions,
+    /// Size of the last stored checkpoint.
+    last_size: u64,
+    last_at: Instant,
+}
+
+impl Tree {
+    /// Resumes the tree at open: from the last stored checkpoint's frontier plus the events
+    /// after it (or from every event, the first time). Refuses a ledger shorter than a
+    /// checkpoint it signed, in its table or in the mirror: writing on would fork the log.
+    fn load(
+        conn: &Connection,
+        path: &Path,
+        opts: CheckpointOptions,
+        head: Head,
+    ) -> Result<Tree, LedgerError> {
+        let err = |e| LedgerError::sqlite(path, "resuming the Merkle tree", e);
+        let last: Option<(i64, Vec<u8>, Vec<u8>)> = conn
+            .query_row(
+                "SELECT tree_size, root, frontier FROM checkpoints ORDER BY tree_size DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(err)?;
+        let behind = |checkpoint: u64| LedgerError::BehindCheckpoint {
+            path: path.to_path_buf(),
+            events: head.seq,
+            checkpoint,
+            first: head.seq + 1,
+        };
+        if let Some(mirror) = &opts.mirror {
+            let file = mirror.join("checkpoint");
+            if let Ok(note) = std::fs::read_to_string(&file) {
+                match opts.signer.verifier().open(&note) {
+                    Ok(cp) if cp.size > head.seq => return Err(behind(cp.size)),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(file = %file.display(), error = %e, "the mirrored checkpoint does not verify with this gateway's key; it will be replaced by the next checkpoint")
+                    }
+                }
+            }
+        }
+        let mut frontier = Frontier::new();
+        let mut last_size = 0;
+        if let Some((size, root, bytes)) = last {
+            let size = u64::try_from(size).unwrap_or(0);
+            if size > head.seq {
+                return Err(behind(size));
+            }
+            match Frontier::from_bytes(size, &bytes) {
+                Some(f) if f.root()[..] == root[..] => {
+                    frontier = f;
+                    last_size = size;
+                }
+                _ => {
+                    tracing::warn!(path = %path.display(), size, "the last checkpoint's tree state is unreadable; rebuilding the tree from every event")
+                }
+            }
+        }
+        let mut stmt = conn
+            .prepare("SELECT seq, hash FROM events WHERE seq > ?1 ORDER BY seq")
+            .map_err(err)?;
+        let mut rows = stmt.query([frontier.size() as i64]).map_err(err)?;
+        while let Some(row) = rows.next().map_err(err)? {
+            let seq: i64 = row.get(0).map_err(err)?;
+            let hash = schema::blob32(row.get_ref(1).map_err(err)?);
+            match hash {
+                Some(h) if seq as u64 == frontier.size() + 1 => frontier.push(event_leaf(&h)),
+                _ => {
+                    return Err(LedgerError::Malformed {
+                        path: path.to_path_buf(),
+                        seq,
+                        detail: "the events do not run 1, 2, 3, … with 32-byte hashes".into(),
+                    })
+                }
+            }
+        }
+        Ok(Tree {
+            frontier,
+            opts,
+            last_size,
+            last_at: Instant::now(),
+        })
+    }
 }
 
 impl Index {
@@ -895,7 +1088,14 @@ impl Index {
             Ok(())
         })();
         match result.and_then(|()| self.conn.execute_batch("COMMIT")) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if let Some(tree) = &mut self.tree {
+                    for r in rows {
+                        tree.frontier.push(event_leaf(&r.hash));
+                    }
+                }
+                Ok(())
+            }
             Err(e) => {
                 if !self.conn.is_autocommit() {
                     let _ = self.conn.execute_batch("ROLLBACK");
@@ -990,8 +1190,10 @@ fn run_background(shared: &Shared) {
         if shutdown {
             // Everything written is indexed once the other file is clean too.
             shared.index_step();
+            shared.checkpoint_step(true);
             return;
         }
+        shared.checkpoint_step(false);
     }
 }
 

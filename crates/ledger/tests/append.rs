@@ -143,6 +143,7 @@ async fn default_mode_syncs_after_the_interval_and_not_when_idle() {
         path: path.clone(),
         durability: Durability::Default,
         sync_interval: Duration::from_millis(300),
+        checkpoints: None,
     })
     .unwrap();
     ledger
@@ -174,6 +175,7 @@ async fn close_syncs_what_is_pending() {
         path: path.clone(),
         durability: Durability::Default,
         sync_interval: Duration::from_secs(3600),
+        checkpoints: None,
     })
     .unwrap();
     ledger.append(vec![statement("s", "a")]).await.unwrap();

@@ -1,9 +1,13 @@
-//! `portcullis audit tail|verify`: read the ledger as a person would, and check its chain.
+//! `portcullis audit tail|verify|checkpoint|prove|verify-proof`: read the ledger as a person
+//! would, check its chain and signed checkpoints, and prove single events to an auditor.
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context};
 use clap::{Args, Subcommand};
 use portcullis_core::{EventData, Outcome};
-use portcullis_ledger::{LedgerReader, Problem, StoredEvent, VerifyReport};
+use portcullis_ledger::{
+    CheckpointSigner, CheckpointVerifier, InclusionProof, LedgerReader, StoredEvent, VerifyOptions,
+    VerifyReport,
+};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +36,49 @@ impl LedgerArgs {
             (None, None) => Err(anyhow!("give --config FILE or --ledger FILE")),
         }
     }
+
+    /// With --config and checkpoints on: the signing key file and the mirror folder.
+    fn checkpoint_paths(&self) -> anyhow::Result<Option<(PathBuf, Option<PathBuf>)>> {
+        let Some(c) = self.config.as_ref().filter(|_| self.ledger.is_none()) else {
+            return Ok(None);
+        };
+        let (config, data_dir, _) = crate::config::parse(c)?;
+        if !config.store.checkpoints.enabled {
+            return Ok(None);
+        }
+        Ok(Some(crate::config::checkpoint_paths(&config, &data_dir)))
+    }
+}
+
+/// A verifier key given as text or as a file holding it.
+fn read_key(arg: &str) -> anyhow::Result<CheckpointVerifier> {
+    let text = if std::path::Path::new(arg).is_file() {
+        std::fs::read_to_string(arg).with_context(|| format!("cannot read the key file {arg}"))?
+    } else {
+        arg.to_string()
+    };
+    CheckpointVerifier::parse(&text).map_err(|e| {
+        anyhow!(
+            "--key: {e}; pass the verifier key (the line in the gateway's \
+             keys/ledger-checkpoint.key.pub) or that file's path"
+        )
+    })
+}
+
+/// The gateway's own verifier key, from `<key file>.pub` or the key file itself.
+fn own_key(key_file: &std::path::Path) -> anyhow::Result<Option<CheckpointVerifier>> {
+    let public = portcullis_ledger::checkpoint::pub_path(key_file);
+    if let Ok(text) = std::fs::read_to_string(&public) {
+        return CheckpointVerifier::parse(&text)
+            .map(Some)
+            .map_err(|e| anyhow!("{}: {e}", public.display()));
+    }
+    match std::fs::read_to_string(key_file) {
+        Ok(text) => CheckpointSigner::parse(text.trim())
+            .map(|s| Some(s.verifier()))
+            .map_err(|e| anyhow!("{}: {e}", key_file.display())),
+        Err(_) => Ok(None),
+    }
 }
 
 #[derive(Subcommand)]
@@ -50,10 +97,50 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Recompute the hash chain; report the first altered, missing or reordered event.
+    /// Recompute the hash chain and the Merkle tree; check every signed checkpoint (stored,
+    /// mirrored, or given) against the events; report the first problem.
     Verify {
         #[command(flatten)]
         ledger: LedgerArgs,
+        /// The verifier key checkpoints must be signed with (text `name+id+key`, or a file
+        /// holding it). Default with --config: the gateway's own `<key_file>.pub`. An auditor
+        /// should pass the key they were given, not trust the one next to the ledger.
+        #[arg(long)]
+        key: Option<String>,
+        /// A checkpoint note kept elsewhere (an auditor's copy, an evidence packet); may be
+        /// repeated. With --config the mirror folder's checkpoint is always included.
+        #[arg(long = "checkpoint", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
+    },
+    /// Print a signed checkpoint note (the latest by default), to keep as an auditor.
+    Checkpoint {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// The tree size of a stored checkpoint instead of the latest.
+        #[arg(long)]
+        size: Option<u64>,
+        /// List every stored checkpoint instead (size, time, root).
+        #[arg(long)]
+        list: bool,
+    },
+    /// Print an inclusion proof of event SEQ (JSON), checkable offline against a checkpoint.
+    Prove {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// The event's sequence number.
+        seq: u64,
+        /// Prove against the stored checkpoint of this tree size (default: the latest).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Check an inclusion proof offline: the event's hash, its path to the root and the
+    /// checkpoint's signature. Needs no ledger.
+    VerifyProof {
+        /// The proof, as printed by `audit prove` ("-" for standard input).
+        file: PathBuf,
+        /// The verifier key (text or a file holding it).
+        #[arg(long)]
+        key: String,
     },
 }
 
@@ -65,7 +152,86 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             follow,
             json,
         } => tail(&ledger.path()?, lines, follow, json),
-        AuditCommand::Verify { ledger } => verify(&ledger.path()?),
+        AuditCommand::Verify {
+            ledger,
+            key,
+            checkpoints,
+        } => verify(&ledger, key.as_deref(), &checkpoints),
+        AuditCommand::Checkpoint { ledger, size, list } => checkpoint(&ledger.path()?, size, list),
+        AuditCommand::Prove { ledger, seq, size } => prove(&ledger.path()?, seq, size),
+        AuditCommand::VerifyProof { file, key } => verify_proof(&file, &key),
+    }
+}
+
+fn checkpoint(path: &std::path::Path, size: Option<u64>, list: bool) -> anyhow::Result<ExitCode> {
+    let reader = LedgerReader::open(path).map_err(|e| anyhow!("{e}"))?;
+    let all = reader.checkpoints().map_err(|e| anyhow!("{e}"))?;
+    if list {
+        for c in &all {
+            println!("{:>12}  {}  {}", c.size, timestamp(c.ts_us), hex(&c.root));
+        }
+        if all.is_empty() {
+            eprintln!("no checkpoints in {} yet", path.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let found = match size {
+        Some(n) => all.iter().find(|c| c.size == n),
+        None => all.last(),
+    };
+    match found {
+        Some(c) => {
+            print!("{}", c.note);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => Err(anyhow!(
+            "{} has no {}: `portcullis audit checkpoint --list` shows what there is; the gateway \
+             signs one every store.checkpoints.every_secs seconds while events arrive, and at \
+             shutdown",
+            path.display(),
+            size.map_or("checkpoint yet".to_string(), |n| format!(
+                "checkpoint of tree size {n}"
+            ))
+        )),
+    }
+}
+
+fn prove(path: &std::path::Path, seq: u64, size: Option<u64>) -> anyhow::Result<ExitCode> {
+    let reader = LedgerReader::open(path).map_err(|e| anyhow!("{e}"))?;
+    let proof = reader.prove(seq, size).map_err(|e| anyhow!("{e}"))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&proof.to_json()).context("cannot print the proof")?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify_proof(file: &std::path::Path, key: &str) -> anyhow::Result<ExitCode> {
+    let key = read_key(key)?;
+    let text = if file == std::path::Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the proof from stdin")?
+    } else {
+        std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the proof {}", file.display()))?
+    };
+    let proof = InclusionProof::from_json(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    match proof.verify(&key) {
+        Ok(cp) => {
+            println!(
+                "proof OK: event #{} ({}) is in the ledger {} of {} events (root {}), signed by {}",
+                proof.event.seq,
+                proof.event.kind,
+                cp.origin,
+                cp.size,
+                hex(&cp.root),
+                key.to_vkey()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("proof FAILED: {e}");
+            Ok(ExitCode::from(1))
+        }
     }
 }
 
@@ -96,20 +262,72 @@ fn tail(path: &std::path::Path, n: usize, follow: bool, json: bool) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn verify(args: &LedgerArgs, key: Option<&str>, extra: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let path = &args.path()?;
+    let mut opts = VerifyOptions::default();
+    let configured = args.checkpoint_paths()?;
+    opts.key = match (key, &configured) {
+        (Some(k), _) => Some(read_key(k)?),
+        (None, Some((key_file, _))) => own_key(key_file)?,
+        (None, None) => None,
+    };
+    if let Some((_, Some(mirror))) = &configured {
+        let file = mirror.join("checkpoint");
+        match std::fs::read_to_string(&file) {
+            Ok(note) => opts.external.push((file.display().to_string(), note)),
+            Err(e) => eprintln!(
+                "note: no mirrored checkpoint at {} ({e}); checking the stored ones only",
+                file.display()
+            ),
+        }
+    }
+    for f in extra {
+        let note = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the checkpoint {}", f.display()))?;
+        opts.external.push((f.display().to_string(), note));
+    }
     let reader = LedgerReader::open(path).map_err(|e| anyhow!("{e}"))?;
     let started = std::time::Instant::now();
     let report = reader
-        .verify(|done| eprint!("\rverifying… {done} events"))
+        .verify_with(&opts, |done| eprint!("\rverifying… {done} events"))
         .map_err(|e| anyhow!("{e}"))?;
     eprint!("\r");
     match report {
-        VerifyReport::Verified { events, head } => {
+        VerifyReport::Verified {
+            events,
+            head,
+            root,
+            checkpoints,
+        } => {
             println!(
-                "ledger OK: {events} events verified in {:.2} s; chain head {}",
+                "ledger OK: {events} events verified in {:.2} s; chain head {}; Merkle root {}",
                 started.elapsed().as_secs_f64(),
-                hex(&head)
+                hex(&head),
+                hex(&root)
             );
+            match (&opts.key, checkpoints.checked) {
+                (_, 0) => println!(
+                    "no signed checkpoints to compare with: a deleted tail or a rewritten \
+                     ledger would not show (turn on store.checkpoints)"
+                ),
+                (Some(key), n) => println!(
+                    "{n} signed checkpoint(s) match the events (the latest covers {} events), \
+                     signatures checked with {}",
+                    checkpoints.latest,
+                    key.to_vkey()
+                ),
+                (None, n) => println!(
+                    "{n} checkpoint(s) match the events (the latest covers {} events); \
+                     signatures NOT checked: pass --key",
+                    checkpoints.latest
+                ),
+            }
+            if checkpoints.latest < events {
+                println!(
+                    "events {} to {events} are not covered by a checkpoint yet",
+                    checkpoints.latest + 1
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         VerifyReport::Broken {
@@ -117,11 +335,7 @@ fn verify(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             problem,
             detail,
         } => {
-            let what = match problem {
-                Problem::Altered => "altered",
-                Problem::Missing => "missing",
-                Problem::Reordered => "reordered",
-            };
+            let what = problem.to_string();
             println!("ledger verification FAILED at event #{seq}: {what} — {detail}");
             Ok(ExitCode::from(1))
         }

@@ -165,6 +165,16 @@ fn parse_text(path: &Path) -> anyhow::Result<(Config, PathBuf, PathBuf, String)>
     Ok((config, data_dir, ledger_path, text))
 }
 
+/// The checkpoint signing key and the mirror folder, resolved against the data directory.
+pub fn checkpoint_paths(config: &Config, data_dir: &Path) -> (PathBuf, Option<PathBuf>) {
+    let cp = &config.store.checkpoints;
+    let key = match &cp.key_file {
+        Some(k) => resolve(data_dir, k),
+        None => data_dir.join("keys").join("ledger-checkpoint.key"),
+    };
+    (key, cp.mirror_dir.as_ref().map(|m| resolve(data_dir, m)))
+}
+
 fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p == Path::new(".") {
         base.to_path_buf()

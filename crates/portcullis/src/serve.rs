@@ -5,7 +5,7 @@ use anyhow::{anyhow, Context};
 use portcullis_core::config::Protocol;
 use portcullis_core::NewEvent;
 use portcullis_identity::AgentRegistry;
-use portcullis_ledger::{Ledger, LedgerOptions};
+use portcullis_ledger::{CheckpointOptions, CheckpointSigner, Ledger, LedgerOptions};
 use portcullis_policy::Gate;
 use portcullis_proto_postgres::{tls::upstream_connector, ListenerSettings, PgGateway, Target};
 use std::collections::HashMap;
@@ -78,10 +78,25 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
             loaded.data_dir.display()
         )
     })?;
+    let checkpoints = if cfg.store.checkpoints.enabled {
+        let (key, mirror) = config::checkpoint_paths(cfg, &loaded.data_dir);
+        let signer =
+            CheckpointSigner::load_or_create(&key, cfg.store.checkpoints.origin.as_deref())
+                .map_err(|e| anyhow!("{e}"))?;
+        Some(CheckpointOptions {
+            signer: Arc::new(signer),
+            every_events: cfg.store.checkpoints.every_events.max(1),
+            every: Duration::from_secs(cfg.store.checkpoints.every_secs.max(1)),
+            mirror,
+        })
+    } else {
+        None
+    };
     let ledger = Ledger::open(LedgerOptions {
         path: loaded.ledger_path.clone(),
         durability: cfg.store.durability,
         sync_interval: Duration::from_millis(cfg.store.sync_interval_ms.max(1)),
+        checkpoints,
     })
     .map_err(|e| anyhow!("{e}"))?;
     let agents = Arc::new(

@@ -53,6 +53,7 @@ pub fn open(path: &Path, durability: Durability) -> Ledger {
         path: path.to_path_buf(),
         durability,
         sync_interval: Duration::from_millis(5),
+        checkpoints: None,
     })
     .expect("ledger opens")
 }
@@ -76,7 +77,9 @@ pub fn verify(path: &Path) -> VerifyReport {
 
 pub fn assert_verified(path: &Path, events: u64) -> [u8; 32] {
     match verify(path) {
-        VerifyReport::Verified { events: n, head } => {
+        VerifyReport::Verified {
+            events: n, head, ..
+        } => {
             assert_eq!(n, events, "verified event count");
             head
         }
