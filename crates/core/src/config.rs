@@ -37,6 +37,61 @@ pub struct Config {
     /// The HTTP API: the OAuth token endpoint (token exchange, SAML bearer) and task grants.
     #[serde(default)]
     pub api: Option<ApiConfig>,
+    /// How long the ledger keeps SQL text, parameters and error messages.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]`: rules that delete the sealed fields (SQL text, parameters, error messages)
+/// of old events by destroying their segment's key. Events themselves, their hashes and the
+/// chain stay. Without rules nothing is ever deleted.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// How often the gateway applies the rules, in minutes (also once at start).
+    #[serde(default = "default_retention_interval")]
+    pub interval_mins: u64,
+    #[serde(default)]
+    pub rules: Vec<RetentionRule>,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            interval_mins: default_retention_interval(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+fn default_retention_interval() -> u64 {
+    60
+}
+
+/// One retention rule. A segment (one connection, one UTC day) is deleted once it is older
+/// than the `max_age_days` of a rule that matches its connection, and older than the
+/// `min_age_days` of every rule that matches it, and no matching rule has `legal_hold`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRule {
+    /// Named in every deletion event.
+    pub name: String,
+    /// Connection names the rule covers; `"*"` covers all (also events of no connection).
+    #[serde(default = "all_connections")]
+    pub connections: Vec<String>,
+    /// Delete once the segment's day ended this many days ago. Absent: never delete.
+    #[serde(default)]
+    pub max_age_days: Option<u64>,
+    /// Never delete before this many days after the segment's day ended.
+    #[serde(default)]
+    pub min_age_days: u64,
+    /// Keep everything the rule covers, whatever the other rules say (litigation, audit).
+    #[serde(default)]
+    pub legal_hold: bool,
+}
+
+fn all_connections() -> Vec<String> {
+    vec!["*".to_string()]
 }
 
 /// Where identities come from.

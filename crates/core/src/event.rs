@@ -150,6 +150,20 @@ pub struct ParamValue {
     pub value: Option<String>,
 }
 
+/// Fields of an event encrypted under a retention segment's key. Deleting the key (retention)
+/// deletes the fields for good, while the event, its hash and the chain stay verifiable.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Sealed {
+    /// The segment: `<connection>/<YYYY-MM-DD>` (UTC day of the event).
+    pub segment: String,
+    /// `base64(nonce (12) ‖ AES-256-GCM ciphertext and tag)` of the sealed fields as JSON.
+    pub data: String,
+    /// Set by readers (never stored) when retention deleted the segment's key: the sealed
+    /// fields are gone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
 /// How a statement ended.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -232,7 +246,10 @@ pub enum EventData {
     AuthFailure {
         /// The user name the client claimed.
         claimed_agent: String,
-        /// The method tried (`scram-sha-256`, `password`, `token`), when it got that far.
+        /// The password exchange tried: `scram-sha-256` (an API-key agent), or `password` (a
+        /// cleartext password over TLS: an API key or a token; the token's own method, `oidc`,
+        /// `gateway-token` or `grant`, appears only once it is accepted). Empty when the
+        /// client was refused before one was chosen (no TLS where required, no user name).
         #[serde(default, skip_serializing_if = "String::is_empty")]
         auth_method: String,
         client_addr: String,
@@ -266,6 +283,10 @@ pub enum EventData {
         /// How policy saw it: classification, deciding policies, snapshot in force.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         decision: Option<Box<DecisionRecord>>,
+        /// `text` and `params`, encrypted under the retention segment's key (the ledger
+        /// seals them as it writes; readers open them, see `portcullis_ledger::seal`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sealed: Option<Sealed>,
     },
     /// A configuration and policy version was put in force (at start and on every reload).
     PolicySnapshot {
@@ -299,6 +320,10 @@ pub enum EventData {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         message: Option<String>,
         duration_us: u64,
+        /// `message`, encrypted under the retention segment's key (error messages can quote
+        /// the data).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sealed: Option<Sealed>,
     },
     /// The agent authenticated but its session could not be opened (unknown connection,
     /// target unreachable or refusing the gateway's login).
@@ -331,6 +356,27 @@ pub enum EventData {
         client_addr: String,
         /// Sessions ended by the revocation.
         sessions_ended: u64,
+    },
+    /// Retention deleted the sealed fields of one segment (crypto-shredding: its key was
+    /// destroyed). The events stay, with their hashes; their SQL text, parameters and error
+    /// messages are gone.
+    RetentionDeleted {
+        /// The rule that decided it (`[[retention.rules]] name`).
+        rule: String,
+        /// The segment, `<connection>/<YYYY-MM-DD>`.
+        segment: String,
+        connection: String,
+        /// The UTC day the segment covers.
+        day: String,
+        /// The events whose fields were sealed under it: first and last seq, and how many.
+        first_seq: u64,
+        last_seq: u64,
+        events: u64,
+        /// The segment's age when deleted, in days, and the rule's limits.
+        age_days: u64,
+        max_age_days: u64,
+        /// Who ran retention (`gateway schedule`, or the user of `portcullis retention run`).
+        by: String,
     },
     /// The token endpoint issued a gateway token (token exchange or SAML bearer grant).
     TokenIssued {
@@ -367,6 +413,7 @@ impl EventData {
             EventData::GrantCreated { .. } => "grant_created",
             EventData::GrantRevoked { .. } => "grant_revoked",
             EventData::TokenIssued { .. } => "token_issued",
+            EventData::RetentionDeleted { .. } => "retention_deleted",
             EventData::TokenRefused { .. } => "token_refused",
         }
     }

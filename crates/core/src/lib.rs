@@ -11,7 +11,7 @@ pub mod event;
 
 pub use event::{
     ChainLink, DecisionRecord, EventData, GrantRecord, GrantRef, Identity, NewEvent, Outcome,
-    ParamValue, Principal, SnapshotFile,
+    ParamValue, Principal, Sealed, SnapshotFile,
 };
 
 /// Microseconds since the Unix epoch, UTC: the timestamp of every ledger event.

@@ -63,6 +63,7 @@ fn statement(session: &str, n: u64) -> NewEvent {
             verdict: "allow".into(),
             reason: None,
             decision: None,
+            sealed: None,
         },
     )
 }
@@ -90,6 +91,7 @@ async fn run(dir: &std::path::Path, durability: Durability, appenders: usize, se
         durability,
         sync_interval: Duration::from_millis(5),
         checkpoints: checkpoints(),
+        seal: true,
     })
     .expect("open ledger");
     let stop = Arc::new(AtomicBool::new(false));
@@ -191,6 +193,7 @@ fn main() {
     let path = dir.path().join("verify.db");
     let ledger = Ledger::open(LedgerOptions {
         checkpoints: checkpoints(),
+        seal: true,
         ..LedgerOptions::new(&path)
     })
     .expect("open ledger");

@@ -210,6 +210,13 @@ pub enum LedgerError {
         first: u64,
     },
 
+    /// The keys file (sealing, retention) could not be used.
+    #[error(
+        "ledger keys file {path}: {detail}; it must be a writable SQLite file next to the \
+         ledger (statements are refused until it is)"
+    )]
+    Keys { path: PathBuf, detail: String },
+
     /// A proof was asked for that the ledger cannot give.
     #[error("ledger {path}: {detail}")]
     Proof { path: PathBuf, detail: String },

@@ -73,7 +73,9 @@ pub mod checkpoint;
 mod error;
 pub mod merkle;
 pub mod reader;
+pub mod retention;
 mod schema;
+pub mod seal;
 pub mod writer;
 
 pub use chain::event_hash;

@@ -37,6 +37,7 @@ use crate::checkpoint::{self, CheckpointVerifier};
 use crate::error::LedgerError;
 use crate::merkle::{self, event_leaf, Frontier, Hash};
 use crate::schema::{self, blob32, COLUMNS};
+use crate::seal::KeyStore;
 
 /// How often [`LedgerReader::verify`] reports progress, in events.
 const PROGRESS_EVERY: u64 = 100_000;
@@ -53,16 +54,25 @@ pub struct StoredEvent {
     pub session_id: String,
     /// The event kind (`statement`, `result`, …), also the `kind` tag inside `data`.
     pub kind: String,
-    /// The JSON form of the [`EventData`], exactly as hashed.
+    /// The JSON form of the [`EventData`], exactly as stored and hashed (with its data fields
+    /// sealed, see [`crate::seal`]).
     pub data: String,
     pub prev_hash: [u8; 32],
     pub hash: [u8; 32],
+    /// The JSON with the sealed fields opened (or marked deleted by retention), when the
+    /// reader holds the keys; `None` when nothing was sealed.
+    pub opened: Option<String>,
 }
 
 impl StoredEvent {
-    /// Parses `data` into an [`EventData`].
+    /// The event's JSON as a person reads it: sealed fields opened when possible.
+    pub fn json(&self) -> &str {
+        self.opened.as_deref().unwrap_or(&self.data)
+    }
+
+    /// Parses the event (sealed fields opened when the reader holds the keys).
     pub fn parse(&self) -> Result<EventData, LedgerError> {
-        serde_json::from_str(&self.data).map_err(|source| LedgerError::Parse {
+        serde_json::from_str(self.json()).map_err(|source| LedgerError::Parse {
             seq: self.seq,
             source,
         })
@@ -170,6 +180,8 @@ impl std::fmt::Display for Problem {
 pub struct LedgerReader {
     conn: Connection,
     path: PathBuf,
+    /// The segment keys, to open sealed fields (`None`: the ledger has no keys file).
+    keys: std::sync::Mutex<Option<KeyStore>>,
 }
 
 impl LedgerReader {
@@ -211,9 +223,11 @@ impl LedgerReader {
             });
         }
         schema::check_version(&conn, path)?;
+        let keys = KeyStore::open_ro(path)?;
         Ok(LedgerReader {
             conn,
             path: path.to_path_buf(),
+            keys: std::sync::Mutex::new(keys),
         })
     }
 
@@ -301,7 +315,57 @@ impl LedgerReader {
             data: text(4, "data")?,
             prev_hash: hash(5, "prev_hash")?,
             hash: hash(6, "hash")?,
+            opened: None,
         })
+        .map(|mut ev| {
+            let mut keys = self
+                .keys
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(k) = keys.as_mut() {
+                ev.opened = k.unseal(&ev.data);
+            }
+            ev
+        })
+    }
+
+    /// The segments of the keys file (none if the ledger has no keys file).
+    pub fn segments(&self) -> Result<Vec<crate::seal::Segment>, LedgerError> {
+        let keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match keys.as_ref() {
+            Some(k) => k.segments(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// First seq, last seq and number of the events sealed under each segment.
+    pub fn segment_ranges(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (u64, u64, u64)>, LedgerError> {
+        let err = |e| LedgerError::sqlite(&self.path, "reading segments", e);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT json_extract(data, '$.sealed.segment') AS s, min(seq), max(seq), count(*) \
+                 FROM events WHERE kind IN ('statement', 'result') AND s IS NOT NULL GROUP BY s",
+            )
+            .map_err(err)?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, i64>(2)? as u64,
+                        r.get::<_, i64>(3)? as u64,
+                    ),
+                ))
+            })
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
     }
 
     /// Walks every event in `seq` order, recomputing the hash chain, and reports the first
@@ -828,6 +892,7 @@ impl InclusionProof {
                 data: text_at("/event/data")?,
                 prev_hash: hash_at("/event/prev_hash")?,
                 hash: hash_at("/event/hash")?,
+                opened: None,
             },
             tree_size: u64_at("/tree_size")?,
             path,

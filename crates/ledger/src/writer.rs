@@ -59,6 +59,7 @@ use crate::checkpoint::CheckpointSigner;
 use crate::error::LedgerError;
 use crate::merkle::{event_leaf, Frontier};
 use crate::schema::{self, Head};
+use crate::seal::KeyStore;
 
 /// Upper bound on the events of one group commit. A larger single submission still goes into
 /// one write (its events must stay consecutive); the cap only stops draining the queue.
@@ -96,6 +97,9 @@ pub struct LedgerOptions {
     pub sync_interval: Duration,
     /// Signed Merkle checkpoints (see [`crate::checkpoint`]); `None` writes none.
     pub checkpoints: Option<CheckpointOptions>,
+    /// Seal SQL text, parameters and error messages under per-segment keys, so that
+    /// retention can delete them (see [`crate::seal`]). On by default.
+    pub seal: bool,
 }
 
 /// When and how the ledger signs checkpoints of its Merkle tree.
@@ -119,6 +123,7 @@ impl LedgerOptions {
             durability: Durability::Default,
             sync_interval: Duration::from_millis(5),
             checkpoints: None,
+            seal: true,
         }
     }
 }
@@ -324,6 +329,11 @@ impl Ledger {
         };
         let journal_files = [clone(&journals[0])?, clone(&journals[1])?];
         let strict = opts.durability == Durability::Strict;
+        let keys = if opts.seal {
+            Some(KeyStore::open_rw(&path)?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             path: path.clone(),
             queue: Mutex::new(Queue::default()),
@@ -338,6 +348,7 @@ impl Ledger {
                 buf: Vec::new(),
                 unindexed: Vec::new(),
                 index_error: None,
+                keys,
             })),
             index: Mutex::new(Some(index)),
             interval: opts.sync_interval,
@@ -436,6 +447,19 @@ impl Ledger {
         // Two steps: the first may only be able to index without switching files.
         shared.index_step();
         shared.index_step();
+    }
+
+    /// Destroys a segment's key (retention; see [`crate::retention`]). Later events of that
+    /// connection and day, if any, get a new key.
+    pub fn delete_segment_key(&self, segment: &str, rule: &str) -> Result<(), LedgerError> {
+        let mut guard = lock(&self.inner.shared.writer);
+        match guard.as_mut().and_then(|w| w.keys.as_mut()) {
+            Some(keys) => keys.delete(segment, rule),
+            None => Err(LedgerError::Keys {
+                path: crate::seal::keys_path(self.path()),
+                detail: "this ledger was opened without sealing (or is closed)".into(),
+            }),
+        }
     }
 
     /// Makes every event acknowledged so far visible to readers and signs a checkpoint of
@@ -744,6 +768,8 @@ struct Writer {
     unindexed: Vec<Row>,
     /// Why the last indexing step failed, if it did.
     index_error: Option<String>,
+    /// Segment keys, when events are sealed.
+    keys: Option<KeyStore>,
 }
 
 impl Writer {
@@ -772,10 +798,16 @@ impl Writer {
         }
         self.ready.clear();
         let mut jsons: Vec<Vec<u8>> = Vec::new();
-        for sub in batch.drain(..) {
+        for mut sub in batch.drain(..) {
             let mark = jsons.len();
             let mut failed = None;
-            for ev in &sub.events {
+            for ev in sub.events.iter_mut() {
+                if let Some(keys) = &mut self.keys {
+                    if let Err(e) = keys.seal(&ev.session_id, ev.ts_us, &mut ev.data) {
+                        failed = Some(e);
+                        break;
+                    }
+                }
                 let json = match serde_json::to_vec(&ev.data) {
                     Ok(json) => json,
                     Err(source) => {

@@ -113,11 +113,18 @@ async fn stored_rows_follow_the_documented_hash() {
     assert_eq!(row.ts_us, ts);
     assert_eq!(row.kind, "statement");
     assert_eq!(row.session_id, "sess-9");
-    assert_eq!(row.data, expected_data);
+    // Stored with its SQL text sealed; the reader opens it back to the event as appended.
+    assert!(!row.data.contains("orders WHERE"), "{}", row.data);
+    assert!(
+        row.data.contains(r#""sealed":{"segment":"orders-prod/"#),
+        "{}",
+        row.data
+    );
+    assert_eq!(row.json(), expected_data);
     assert_eq!(row.prev_hash, GENESIS);
     assert_eq!(
         row.hash,
-        event_hash(&GENESIS, 1, ts, "statement", "sess-9", &expected_data)
+        event_hash(&GENESIS, 1, ts, "statement", "sess-9", &row.data)
     );
 }
 
@@ -144,6 +151,7 @@ async fn default_mode_syncs_after_the_interval_and_not_when_idle() {
         durability: Durability::Default,
         sync_interval: Duration::from_millis(300),
         checkpoints: None,
+        seal: true,
     })
     .unwrap();
     ledger
@@ -176,6 +184,7 @@ async fn close_syncs_what_is_pending() {
         durability: Durability::Default,
         sync_interval: Duration::from_secs(3600),
         checkpoints: None,
+        seal: true,
     })
     .unwrap();
     ledger.append(vec![statement("s", "a")]).await.unwrap();
@@ -200,6 +209,7 @@ async fn detached_appends_keep_their_order() {
             sqlstate: None,
             message: None,
             duration_us: 120,
+            sealed: None,
         },
     )]);
     let next = ledger.append(vec![statement("s", "next")]).await.unwrap();

@@ -31,6 +31,7 @@ fn open_signed(path: &Path, signer: &Arc<CheckpointSigner>, mirror: Option<PathB
             every: Duration::from_secs(3600),
             mirror,
         }),
+        seal: true,
     })
     .unwrap()
 }
@@ -209,6 +210,7 @@ fn a_deleted_tail_is_caught_by_the_checkpoints() {
             every: Duration::from_secs(3600),
             mirror: Some(mirror),
         }),
+        seal: true,
     })
     .unwrap_err();
     assert!(

@@ -70,7 +70,7 @@ fn updated_data_is_altered_at_that_row() {
     let path = ledger(&dir);
     tamper(
         &path,
-        "UPDATE events SET data = replace(data, 'id = 42', 'id = 43') WHERE seq = 7",
+        "UPDATE events SET data = replace(data, 'orders-prod', 'orders-test') WHERE seq = 7",
     );
     let (seq, problem, detail) = broken(&path);
     assert_eq!((seq, problem), (7, Problem::Altered), "{detail}");
@@ -212,7 +212,7 @@ fn rewritten_and_rehashed_row_breaks_the_link_to_the_next() {
     let dir = tempfile::tempdir().unwrap();
     let path = ledger(&dir);
     let mut r6 = row(&path, 6);
-    r6.data = r6.data.replace("id = 42", "id = 43");
+    r6.data = r6.data.replace("orders-prod", "orders-test");
     r6.hash = event_hash(
         &r6.prev_hash,
         6,

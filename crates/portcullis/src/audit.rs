@@ -352,8 +352,8 @@ fn timestamp(ts_us: i64) -> String {
 }
 
 fn json_line(ev: &StoredEvent) -> String {
-    let data: serde_json::Value =
-        serde_json::from_str(&ev.data).unwrap_or(serde_json::Value::String(ev.data.clone()));
+    let data: serde_json::Value = serde_json::from_str(ev.json())
+        .unwrap_or_else(|_| serde_json::Value::String(ev.json().to_string()));
     serde_json::json!({
         "seq": ev.seq,
         "ts": timestamp(ev.ts_us),
@@ -375,7 +375,7 @@ pub fn render(ev: &StoredEvent) -> String {
         short(&ev.session_id)
     );
     let body = match ev.parse() {
-        Err(_) => format!("{} (unreadable: {})", ev.kind, ev.data),
+        Err(_) => format!("{} (unreadable: {})", ev.kind, ev.json()),
         Ok(data) => match data {
             EventData::SessionOpen {
                 principal,
@@ -410,8 +410,13 @@ pub fn render(ev: &StoredEvent) -> String {
                 "CONNECT FAILED: {} to {connection}: {reason} ({sqlstate})",
                 principal.agent
             ),
-            EventData::Statement { principal, connection, text, params, verdict, reason, .. } => {
-                let mut s = format!("{}@{connection}: {}", principal.agent, one_line(&text));
+            EventData::Statement { principal, connection, text, params, verdict, reason, sealed, .. } => {
+                let shown = match &sealed {
+                    Some(s) if s.deleted => format!("[text deleted by retention: {}]", s.segment),
+                    Some(s) => format!("[sealed: no key for {}]", s.segment),
+                    None => one_line(&text),
+                };
+                let mut s = format!("{}@{connection}: {shown}", principal.agent);
                 if let Some(r) = principal.requester() {
                     s.push_str(&format!("  [for {r}]"));
                 }
@@ -441,7 +446,12 @@ pub fn render(ev: &StoredEvent) -> String {
                 "POLICY REJECTED ({trigger}), {} stays in force: {error}",
                 short(&kept)
             ),
-            EventData::Result { statement_seq, outcome, tags, rows, sqlstate, message, duration_us } => {
+            EventData::Result { statement_seq, outcome, tags, rows, sqlstate, message, duration_us, sealed } => {
+                let message = match &sealed {
+                    Some(s) if s.deleted => Some("[message deleted by retention]".to_string()),
+                    Some(_) => Some("[sealed]".to_string()),
+                    None => message,
+                };
                 let what = match outcome {
                     Outcome::Ok => format!("ok {} rows={rows}", tags.join("; ")),
                     Outcome::Refused => format!(
@@ -486,6 +496,9 @@ pub fn render(ev: &StoredEvent) -> String {
             EventData::TokenIssued { grant_type, principal, client_addr } => format!(
                 "token issued ({grant_type}) to {client_addr}: {}",
                 who(&principal)
+            ),
+            EventData::RetentionDeleted { rule, segment, first_seq, last_seq, events, age_days, by, .. } => format!(
+                "RETENTION deleted the sealed fields of {segment} ({events} events, #{first_seq}..#{last_seq}, {age_days} days old) under rule {rule}, run by {by}"
             ),
             EventData::TokenRefused { endpoint, client_addr, reason } => {
                 format!("TOKEN REFUSED at {endpoint} for {client_addr}: {reason}")

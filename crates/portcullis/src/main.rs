@@ -8,6 +8,7 @@ mod grant;
 mod identity;
 mod policy;
 mod reload;
+mod retention;
 mod serve;
 mod tls;
 
@@ -49,6 +50,9 @@ enum Command {
     /// Explain policy decisions; print the policy schema.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Retention: delete old SQL text, parameters and error messages under the rules.
+    #[command(subcommand)]
+    Retention(retention::RetentionCommand),
     /// Manage agent service accounts.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         Command::Agent(cmd) => agent::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Grant(cmd) => grant::run(cmd),
+        Command::Retention(cmd) => retention::run(cmd),
         Command::Config(ConfigCommand::Schema) => {
             println!("{}", config::schema_json());
             Ok(ExitCode::SUCCESS)

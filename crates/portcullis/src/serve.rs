@@ -55,12 +55,14 @@ pub struct Running {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     ledger: Ledger,
     reloader: tokio::task::JoinHandle<()>,
+    retention: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
     /// Ends every session, drains the ledger, syncs it.
     pub async fn stop(self) {
         self.reloader.abort();
+        self.retention.abort();
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
@@ -78,27 +80,8 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
             loaded.data_dir.display()
         )
     })?;
-    let checkpoints = if cfg.store.checkpoints.enabled {
-        let (key, mirror) = config::checkpoint_paths(cfg, &loaded.data_dir);
-        let signer =
-            CheckpointSigner::load_or_create(&key, cfg.store.checkpoints.origin.as_deref())
-                .map_err(|e| anyhow!("{e}"))?;
-        Some(CheckpointOptions {
-            signer: Arc::new(signer),
-            every_events: cfg.store.checkpoints.every_events.max(1),
-            every: Duration::from_secs(cfg.store.checkpoints.every_secs.max(1)),
-            mirror,
-        })
-    } else {
-        None
-    };
-    let ledger = Ledger::open(LedgerOptions {
-        path: loaded.ledger_path.clone(),
-        durability: cfg.store.durability,
-        sync_interval: Duration::from_millis(cfg.store.sync_interval_ms.max(1)),
-        checkpoints,
-    })
-    .map_err(|e| anyhow!("{e}"))?;
+    let ledger = Ledger::open(ledger_options(cfg, &loaded.data_dir, &loaded.ledger_path)?)
+        .map_err(|e| anyhow!("{e}"))?;
     let agents = Arc::new(
         AgentRegistry::new(
             cfg.agents
@@ -199,6 +182,11 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
             rx.clone(),
         )));
     }
+    let retention = tokio::spawn(crate::retention::schedule(
+        cfg.clone(),
+        loaded.ledger_path.clone(),
+        ledger.clone(),
+    ));
     let reloader = tokio::spawn(crate::reload::watch(
         loaded.path.clone(),
         cfg.policy.watch,
@@ -213,6 +201,37 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
         tasks,
         ledger,
         reloader,
+        retention,
+    })
+}
+
+/// How `serve` (and `retention run`) open the ledger: durability, checkpoints (creating the
+/// signing key on first use), sealing.
+pub fn ledger_options(
+    cfg: &portcullis_core::config::Config,
+    data_dir: &Path,
+    ledger_path: &Path,
+) -> anyhow::Result<LedgerOptions> {
+    let checkpoints = if cfg.store.checkpoints.enabled {
+        let (key, mirror) = config::checkpoint_paths(cfg, data_dir);
+        let signer =
+            CheckpointSigner::load_or_create(&key, cfg.store.checkpoints.origin.as_deref())
+                .map_err(|e| anyhow!("{e}"))?;
+        Some(CheckpointOptions {
+            signer: Arc::new(signer),
+            every_events: cfg.store.checkpoints.every_events.max(1),
+            every: Duration::from_secs(cfg.store.checkpoints.every_secs.max(1)),
+            mirror,
+        })
+    } else {
+        None
+    };
+    Ok(LedgerOptions {
+        path: ledger_path.to_path_buf(),
+        durability: cfg.store.durability,
+        sync_interval: Duration::from_millis(cfg.store.sync_interval_ms.max(1)),
+        checkpoints,
+        seal: true,
     })
 }
 

@@ -52,16 +52,16 @@ fn audit_verify_names_the_first_tampered_event() {
         assert!(py.starts_with(&format!("BROKEN at seq {seq}")), "{py}");
     };
 
-    tamper("UPDATE events SET data = replace(data, 'SELECT 2', 'SELECT 9') WHERE kind = 'statement' AND data LIKE '%SELECT 2 AS n%'");
-    let seq2 = {
-        let db = rusqlite::Connection::open(&ledger).expect("open");
-        db.query_row(
-            "SELECT seq FROM events WHERE data LIKE '%SELECT 9 AS n%'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .expect("row") as u64
-    };
+    // The SQL text is sealed in the stored row; change a field in clear of that statement.
+    let seq2 = gw
+        .statements()
+        .into_iter()
+        .find(|(_, d)| matches!(d, portcullis_core::EventData::Statement { text, .. } if text == "SELECT 2 AS n"))
+        .map(|(seq, _)| seq)
+        .expect("the statement is in the ledger");
+    tamper(&format!(
+        r#"UPDATE events SET data = replace(data, '"verdict":"allow"', '"verdict":"deny"') WHERE seq = {seq2}"#
+    ));
     expect_broken(seq2, "altered");
 
     tamper("DELETE FROM events WHERE seq = 7");

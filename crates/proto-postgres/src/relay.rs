@@ -460,6 +460,7 @@ impl Relay {
                 sqlstate: error.map(|e| e.code.clone()),
                 message: error.map(|e| e.message.clone()),
                 duration_us: start.elapsed().as_micros() as u64,
+                sealed: None,
             },
         )
     }
@@ -667,6 +668,7 @@ impl Relay {
                             verdict: d.verdict.name().into(),
                             reason: d.reason,
                             decision: d.decision,
+                            sealed: None,
                         },
                     )
                 })

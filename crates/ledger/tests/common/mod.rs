@@ -28,6 +28,7 @@ pub fn statement(session: &str, marker: &str) -> NewEvent {
             verdict: "allow".into(),
             reason: None,
             decision: None,
+            sealed: None,
         },
     )
 }
@@ -54,6 +55,7 @@ pub fn open(path: &Path, durability: Durability) -> Ledger {
         durability,
         sync_interval: Duration::from_millis(5),
         checkpoints: None,
+        seal: true,
     })
     .expect("ledger opens")
 }
