@@ -12,6 +12,12 @@
 //! Delegation follows RFC 8693: a token's `sub` is the person the work is for, and its `act`
 //! claim the actor, with earlier actors nested inside (`act.act`). The chain recorded on events
 //! runs the other way, from the person to the agent acting now.
+//!
+//! Policy trusts the head of that chain as the human requester (`context.has_requester`), so
+//! the tokens that put someone there must be a person's: a token exchange's `subject_token`
+//! and the token of whoever creates, lists or revokes grants. [`Authenticator::not_a_person`]
+//! says why a token is not (an agent's or a client's own token); the exchange also refuses a
+//! subject and actor that are the same principal.
 
 use std::collections::HashMap;
 
@@ -59,7 +65,8 @@ pub struct Authenticator {
     signer: TokenSigner,
     pub grants: GrantBook,
     config: IdentityConfig,
-    /// Groups of agents from the configuration, added to those a token carries.
+    /// Every `[[agents]]` entry (even those without groups), with the groups added to those
+    /// a token carries. A name in here is an agent, never a person.
     agent_groups: HashMap<String, Vec<String>>,
     /// SAML assertion ids already exchanged, until they expire: a bearer assertion is good
     /// for one exchange only (SAML profiles §4.1.4.5), so a copied one cannot be replayed.
@@ -223,6 +230,70 @@ impl Authenticator {
         Ok(self.principal_of_oidc(v, issuer))
     }
 
+    /// Is `name` an `[[agents]]` entry?
+    pub fn is_configured_agent(&self, name: &str) -> bool {
+        self.agent_groups.contains_key(name)
+    }
+
+    /// The claim that names the agent in tokens from `issuer`.
+    fn agent_claim_of(&self, issuer: &str) -> &str {
+        if issuer == self.signer.issuer() {
+            return "agent";
+        }
+        self.issuers
+            .iter()
+            .find(|i| i.config.issuer == issuer)
+            .map(|i| i.config.agent_claim.as_str())
+            .unwrap_or("sub")
+    }
+
+    /// Why a verified token does not speak for a person, or `None` when it does; the reason
+    /// reads after "the token …". A token speaks for a person unless (docs/identity.md, "Who
+    /// counts as a person"):
+    /// * its `sub` is an `[[agents]]` entry;
+    /// * it is not delegated and the agent it maps to (the issuer's `agent_claim`,
+    ///   `client_id` by default) is an `[[agents]]` entry: an agent's own token;
+    /// * it is not delegated and its agent claim equals its `sub`: a client's own token
+    ///   (OAuth client credentials, or a gateway token from a SAML bearer assertion, which
+    ///   names a service principal).
+    ///
+    /// A delegated token (one with an `act` claim) speaks for its `sub`, the person at the
+    /// head of its chain: that is how a chain grows (`alice → planner → executor`).
+    pub fn not_a_person(&self, v: &Verified) -> Option<String> {
+        let Some(id) = v.principal.identity.as_deref() else {
+            return Some(format!(
+                "is agent {:?}'s API key, which names no person",
+                v.principal.agent
+            ));
+        };
+        let sub = id.subject.as_str();
+        if sub.is_empty() {
+            return Some("has no `sub` claim, so it names no person".into());
+        }
+        if self.is_configured_agent(sub) {
+            return Some(format!(
+                "is agent {sub:?}'s own token (its sub names that [[agents]] entry)"
+            ));
+        }
+        if !id.chain.is_empty() {
+            return None;
+        }
+        let claim = self.agent_claim_of(&id.issuer);
+        let agent = v.principal.agent.as_str();
+        if agent != sub && self.is_configured_agent(agent) {
+            return Some(format!(
+                "is agent {agent:?}'s own token (its {claim:?} claim names that [[agents]] entry)"
+            ));
+        }
+        if claim != "sub" && string_claim(&v.claims, claim) == Some(sub) {
+            return Some(format!(
+                "is client {sub:?}'s own token (its {claim:?} claim equals its sub: a \
+                 client-credentials or service token, not a person's login)"
+            ));
+        }
+        None
+    }
+
     fn groups_for(&self, agent: &str, mut groups: Vec<String>) -> Vec<String> {
         if let Some(g) = self.agent_groups.get(agent) {
             groups.extend(g.iter().cloned());
@@ -338,9 +409,33 @@ impl Authenticator {
             .login(actor_token, now)
             .await
             .map_err(|e| rejected(format!("actor_token: {}", strip(&e))))?;
+        // The subject is who policy will see as the human requester: it must be a person.
+        if let Some(why) = self.not_a_person(&subject) {
+            return Err(IdentityError::NotAPerson {
+                reason: format!(
+                    "the subject_token {why}; an agent cannot be its own requester: the \
+                     subject_token must be the token of the person the agent acts for, and the \
+                     actor_token the agent's own"
+                ),
+            });
+        }
         let s_id = subject.principal.identity.clone().unwrap_or_default();
         let a_id = actor.principal.identity.clone().unwrap_or_default();
         let actor_name = actor.principal.agent.clone();
+        let (person, person_iss) = match s_id.chain.first() {
+            Some(first) => (first.subject.clone(), first.issuer.clone()),
+            None => (s_id.subject.clone(), s_id.issuer.clone()),
+        };
+        if person == actor_name || person == a_id.subject {
+            return Err(IdentityError::NotAPerson {
+                reason: format!(
+                    "the subject_token and the actor_token are the same principal \
+                     ({person:?}): a principal cannot act for itself; the subject_token must be \
+                     the token of the person the agent acts for, and the actor_token the \
+                     agent's own"
+                ),
+            });
+        }
         // RFC 8693 §4.4: when the subject token says who may act for it, the actor must match.
         if let Some(may) = subject.claims.get("may_act").and_then(Value::as_object) {
             let sub_ok = may
@@ -367,10 +462,6 @@ impl Authenticator {
             issuer: a_id.issuer.clone(),
         }];
         actors.extend(actors_of(&subject.claims));
-        let (person, person_iss) = match s_id.chain.first() {
-            Some(first) => (first.subject.clone(), first.issuer.clone()),
-            None => (s_id.subject.clone(), s_id.issuer.clone()),
-        };
         let mut exp = now + self.config.tokens.ttl_secs as i64;
         for e in [s_id.expires_at, a_id.expires_at].into_iter().flatten() {
             exp = exp.min(e);
@@ -460,7 +551,9 @@ impl Authenticator {
         })
     }
 
-    /// A person (by their OIDC token) allowed to issue and revoke grants.
+    /// A person (by their own OIDC token) allowed to issue, list and revoke grants. An
+    /// agent's token, or a delegated one (an agent acting for the person), is refused
+    /// ([`IdentityError::NotAPerson`]): the person issues grants themself.
     pub async fn grant_requester(&self, token: &str, now: i64) -> Result<Verified, IdentityError> {
         let (v, issuer) =
             self.verify_oidc(token, now)
@@ -469,6 +562,26 @@ impl Authenticator {
                     reason: format!("your token: {}", strip(&e)),
                 })?;
         let who = self.principal_of_oidc(v, issuer);
+        const HOW: &str = "grants are created, listed and revoked by a person with their own \
+                           OIDC access token (PORTCULLIS_TOKEN), never with an agent's";
+        if let Some(why) = self.not_a_person(&who) {
+            return Err(IdentityError::NotAPerson {
+                reason: format!("your token {why}; {HOW}"),
+            });
+        }
+        if who
+            .principal
+            .identity
+            .as_ref()
+            .is_some_and(|i| !i.chain.is_empty())
+        {
+            return Err(IdentityError::NotAPerson {
+                reason: format!(
+                    "your token is delegated (agent {:?} acting for its subject); {HOW}",
+                    who.principal.agent
+                ),
+            });
+        }
         let needed = &self.config.grants.requester_groups;
         let groups = who
             .principal
@@ -576,5 +689,130 @@ mod tests {
         let names: Vec<&str> = chain.iter().map(|l| l.subject.as_str()).collect();
         assert_eq!(names, ["alice", "planner", "executor"]);
         assert!(chain_of("alice", "idp", &[]).is_empty());
+    }
+
+    const IDP: &str = "https://idp.example";
+
+    /// An authenticator with one OIDC issuer (never contacted here) and `agents` configured.
+    fn authenticator(agents: &[&str]) -> Authenticator {
+        let rng = ring::rand::SystemRandom::new();
+        let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("Ed25519 key");
+        let signer =
+            TokenSigner::from_pkcs8(der.as_ref(), "urn:portcullis:gateway").expect("signer");
+        let mut config = IdentityConfig::default();
+        config.oidc.push(
+            serde_json::from_value(
+                json!({"name": "idp", "issuer": IDP, "audiences": ["urn:portcullis:gateway"]}),
+            )
+            .expect("issuer config"),
+        );
+        let agents = agents.iter().map(|a| (a.to_string(), vec![])).collect();
+        Authenticator::new(config, signer, &[], agents, None).expect("authenticator")
+    }
+
+    /// An OIDC token from `IDP` with these claims, as if its signature had been checked.
+    fn oidc(a: &Authenticator, claims: Value) -> Verified {
+        let Value::Object(claims) = claims else {
+            panic!("claims must be an object")
+        };
+        let issuer = a.issuers.first().expect("an issuer");
+        a.principal_of_oidc(
+            VerifiedToken {
+                claims,
+                issuer: IDP.into(),
+            },
+            issuer,
+        )
+    }
+
+    /// A gateway token with these claims, signed with the authenticator's own key.
+    fn gateway(a: &Authenticator, claims: Value, now: i64) -> String {
+        let Value::Object(claims) = claims else {
+            panic!("claims must be an object")
+        };
+        a.signer().issue(claims, now, 300).expect("sign").0
+    }
+
+    #[test]
+    fn who_counts_as_a_person() {
+        let a = authenticator(&["agent-etl"]);
+        let person = |claims: Value| a.not_a_person(&oidc(&a, claims));
+        // People: no agent claim, or one naming a client that is not an agent.
+        assert_eq!(person(json!({"sub": "alice@example.com"})), None);
+        assert_eq!(
+            person(json!({"sub": "alice@example.com", "client_id": "web-console"})),
+            None
+        );
+        // Delegated: speaks for its sub, the person at the head of the chain.
+        assert_eq!(
+            person(json!({"sub": "alice@example.com", "act": {"sub": "agent-etl"}})),
+            None
+        );
+        // Agents: the sub is an [[agents]] entry (even delegated), the agent claim names one
+        // (a provider whose client-credentials sub is an id), or the agent claim is the sub.
+        let why = |claims: Value| person(claims).unwrap_or_default();
+        assert!(why(json!({"sub": "agent-etl", "client_id": "agent-etl"}))
+            .contains("agent \"agent-etl\"'s own token (its sub"));
+        assert!(why(json!({"sub": "agent-etl", "act": {"sub": "planner"}}))
+            .contains("agent \"agent-etl\"'s own token"));
+        assert!(
+            why(json!({"sub": "6f1c9a40-service-account", "client_id": "agent-etl"}))
+                .contains("its \"client_id\" claim names that [[agents]] entry")
+        );
+        assert!(
+            why(json!({"sub": "agent-support", "client_id": "agent-support"}))
+                .contains("client \"agent-support\"'s own token")
+        );
+        assert!(why(json!({"client_id": "x"})).contains("no `sub`"));
+    }
+
+    #[tokio::test]
+    async fn exchange_refuses_subjects_that_are_not_a_person() {
+        let a = authenticator(&["agent-etl"]);
+        let now = jwt::now_secs();
+        // A gateway token for a service principal (what a SAML bearer grant gives).
+        let service = |name: &str| {
+            gateway(
+                &a,
+                json!({"sub": name, "agent": name, "auth": "saml2-bearer"}),
+                now,
+            )
+        };
+        let etl = service("agent-etl");
+        let executor = service("executor");
+        let not_a_person = |r: Result<Issued, IdentityError>| match r {
+            Err(IdentityError::NotAPerson { reason }) => reason,
+            other => panic!("expected NotAPerson, got {other:?}"),
+        };
+        let r = not_a_person(a.exchange(&etl, &etl, now).await);
+        assert!(r.contains("agent \"agent-etl\"'s own token"), "{r}");
+        let r = not_a_person(a.exchange(&executor, &etl, now).await);
+        assert!(r.contains("client \"executor\"'s own token"), "{r}");
+        // alice → planner, then planner's delegated token as the subject: the chain grows…
+        let delegated = gateway(
+            &a,
+            json!({"sub": "alice@example.com", "src_iss": IDP, "agent": "planner",
+                   "act": {"sub": "planner"}, "auth": "token-exchange"}),
+            now,
+        );
+        let issued = a
+            .exchange(&delegated, &executor, now)
+            .await
+            .expect("issued");
+        let id = issued.principal.identity.expect("identity");
+        let chain: Vec<&str> = id.chain.iter().map(|l| l.subject.as_str()).collect();
+        assert_eq!(chain, ["alice@example.com", "planner", "executor"]);
+        assert_eq!(issued.principal.agent, "executor");
+        // …but the actor may not be the person the subject speaks for.
+        let alice = gateway(
+            &a,
+            json!({"sub": "alice@example.com", "agent": "alice@example.com"}),
+            now,
+        );
+        let r = not_a_person(a.exchange(&delegated, &alice, now).await);
+        assert!(
+            r.contains("the same principal (\"alice@example.com\")"),
+            "{r}"
+        );
     }
 }

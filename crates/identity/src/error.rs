@@ -66,6 +66,13 @@ pub enum IdentityError {
     #[error("identity provider {issuer:?} unavailable: {reason}; check its URL and that the gateway can reach it")]
     IssuerUnavailable { issuer: String, reason: String },
 
+    /// A token that must speak for a person (a token exchange's `subject_token`, the token of
+    /// whoever creates, lists or revokes grants) is an agent's own, or the subject and the
+    /// actor of an exchange are the same principal. See "Who counts as a person" in
+    /// docs/identity.md.
+    #[error("not a person: {reason}")]
+    NotAPerson { reason: String },
+
     /// A task grant request was refused, or a grant credential is no longer valid.
     #[error("grant refused: {reason}")]
     GrantRefused { reason: String },

@@ -2,6 +2,7 @@
 //! OIDC access tokens as the PostgreSQL password, refused tokens of every kind, key rotation at
 //! the provider, RFC 8693 token exchange with the chain in the ledger and in policy, task
 //! grants from the CLI (narrowing, revocation ending a live session, replay after restart),
+//! agents refused where a person must stand (an exchange's subject_token, the grants API),
 //! and an RFC 7522 SAML bearer assertion signed with xmlsec1.
 
 mod common;
@@ -119,10 +120,54 @@ fn token_endpoint(s: &Setup, form: &[(&str, &str)]) -> (u16, Value) {
     )
 }
 
+const JWT_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
+
+/// RFC 8693 token exchange at the gateway: `subject` for the person, `actor` for the agent.
+fn exchange(s: &Setup, subject: &str, actor: &str) -> (u16, Value) {
+    token_endpoint(
+        s,
+        &[
+            (
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            ),
+            ("subject_token", subject),
+            ("subject_token_type", JWT_TYPE),
+            ("actor_token", actor),
+            ("actor_token_type", JWT_TYPE),
+        ],
+    )
+}
+
+/// `portcullis grant ARGS --config …` with `token` as PORTCULLIS_TOKEN.
+fn grant_cli(s: &Setup, token: &str, args: &[&str]) -> std::process::Output {
+    Command::new(exe())
+        .arg("grant")
+        .args(args)
+        .arg("--config")
+        .arg(&s.gw.config)
+        .env("PORTCULLIS_TOKEN", token)
+        .output()
+        .expect("run portcullis grant")
+}
+
+/// The ledger's `token_refused` events, as (endpoint, reason).
+fn refusals(gw: &Gateway) -> Vec<(String, String)> {
+    gw.events_of("token_refused")
+        .iter()
+        .map(|e| match e.parse() {
+            Ok(EventData::TokenRefused {
+                endpoint, reason, ..
+            }) => (endpoint, reason),
+            other => panic!("token_refused event {} does not parse: {other:?}", e.seq),
+        })
+        .collect()
+}
+
 fn session_principal(gw: &Gateway) -> Value {
     let ev = gw.events_of("session_open");
     let last = ev.last().expect("a session was opened");
-    let v: Value = serde_json::from_str(&last.data).expect("json");
+    let v: Value = serde_json::from_str(last.json()).expect("json");
     v["principal"].clone()
 }
 
@@ -231,7 +276,7 @@ fn oidc_access_tokens_log_in_and_every_bad_token_is_refused_with_its_reason() {
     let failures: Vec<String> =
         s.gw.events_of("auth_failure")
             .iter()
-            .map(|e| e.data.clone())
+            .map(|e| e.json().to_string())
             .collect();
     for (what, _, reason) in &cases {
         assert!(
@@ -307,22 +352,6 @@ fn token_exchange_carries_the_human_to_the_ledger_and_to_policy() {
     let alice = s.idp.human_token(
         json!({"sub": "alice@example.com", "groups": ["dba"], "may_act": {"sub": "agent-etl"}}),
     );
-    let jwt = "urn:ietf:params:oauth:token-type:jwt";
-    let exchange = |subject: &str, actor: &str| {
-        token_endpoint(
-            &s,
-            &[
-                (
-                    "grant_type",
-                    "urn:ietf:params:oauth:grant-type:token-exchange",
-                ),
-                ("subject_token", subject),
-                ("subject_token_type", jwt),
-                ("actor_token", actor),
-                ("actor_token_type", jwt),
-            ],
-        )
-    };
 
     // On its own, agent-etl may not update (no human behind it).
     let out = psql_token(
@@ -337,7 +366,7 @@ fn token_exchange_carries_the_human_to_the_ledger_and_to_policy() {
         stderr(&out)
     );
 
-    let (status, body) = exchange(&alice, &agent);
+    let (status, body) = exchange(&s, &alice, &agent);
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["issued_token_type"],
@@ -388,11 +417,11 @@ fn token_exchange_carries_the_human_to_the_ledger_and_to_policy() {
         .gw
         .events_of("token_issued")
         .iter()
-        .any(|e| e.data.contains("alice@example.com")));
+        .any(|e| e.json().contains("alice@example.com")));
 
     // may_act names agent-etl: agent-support cannot act for alice.
     let support = s.idp.client_token(SUPPORT_CLIENT.0, SUPPORT_CLIENT.1);
-    let (status, body) = exchange(&alice, &support);
+    let (status, body) = exchange(&s, &alice, &support);
     assert_eq!(status, 400);
     assert_eq!(body["error"], "invalid_grant");
     assert!(
@@ -404,6 +433,7 @@ fn token_exchange_carries_the_human_to_the_ledger_and_to_policy() {
     );
     // A forged subject token is refused, and the refusal is recorded.
     let (status, body) = exchange(
+        &s,
         &s.idp
             .sign("none", json!({}), json!({"sub": "alice@example.com"})),
         &agent,
@@ -419,6 +449,188 @@ fn token_exchange_carries_the_human_to_the_ledger_and_to_policy() {
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("unsupported_grant_type"))
+    );
+    ok(s.gw.cli(&["audit", "verify"]));
+}
+
+/// The gap: an agent posing as its own human. Its own token (or another client's) as the
+/// subject_token, or one principal as both subject and actor, would give a chain with a
+/// "requester" and pass `updates-need-a-human`. Each is refused with 403 invalid_request and a
+/// token_refused event that says why; a person's token still works, and a delegated token still
+/// grows the chain.
+#[test]
+fn an_agent_cannot_be_its_own_human_in_a_token_exchange() {
+    let s = setup("");
+    let etl = s.idp.client_token(ETL_CLIENT.0, ETL_CLIENT.1);
+    let support = s.idp.client_token(SUPPORT_CLIENT.0, SUPPORT_CLIENT.1);
+    let alice = s
+        .idp
+        .human_token(json!({"sub": "alice@example.com", "groups": ["dba"]}));
+
+    let cases: Vec<(&str, &str, &str, &str)> = vec![
+        (
+            "agent-etl's own token as its own human",
+            &etl,
+            &etl,
+            "the subject_token is agent \"agent-etl\"'s own token",
+        ),
+        (
+            "another agent client's token as the human (agent-support is no [[agents]] entry, and no may_act)",
+            &support,
+            &etl,
+            "the subject_token is client \"agent-support\"'s own token",
+        ),
+        (
+            "a person as both subject and actor",
+            &alice,
+            &alice,
+            "the subject_token and the actor_token are the same principal (\"alice@example.com\")",
+        ),
+    ];
+    for (what, subject, actor, reason) in &cases {
+        let (status, body) = exchange(&s, subject, actor);
+        assert_eq!(status, 403, "{what}: {body}");
+        assert_eq!(body["error"], "invalid_request", "{what}: {body}");
+        let description = body["error_description"].as_str().unwrap_or("");
+        assert!(
+            description.starts_with("not a person: ") && description.contains(reason),
+            "{what}: the client is told why ({reason}): {body}"
+        );
+    }
+    // Recorded, each with its reason, at the token endpoint; no token was issued.
+    let refused = refusals(&s.gw);
+    for (what, _, _, reason) in &cases {
+        assert!(
+            refused
+                .iter()
+                .any(|(ep, r)| ep == "/oauth/token token-exchange" && r.contains(reason)),
+            "{what}: no token_refused event with {reason:?} in {refused:#?}"
+        );
+    }
+    assert!(s.gw.events_of("token_issued").is_empty());
+
+    // So agent-etl still has no human behind it: the update stays forbidden.
+    let out = psql_token(
+        &s.gw,
+        "agent-etl",
+        &etl,
+        "UPDATE orders SET status = 'x' WHERE id = 1",
+    );
+    assert!(
+        stderr(&out).contains("updates-need-a-human"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A person's token is a subject, and a delegated token (alice → agent-etl) still grows the
+    // chain: its sub is the person, the agents are in its act claim.
+    let (status, body) = exchange(&s, &alice, &etl);
+    assert_eq!(status, 200, "{body}");
+    let delegated = body["access_token"].as_str().expect("token").to_string();
+    let (status, body) = exchange(&s, &delegated, &support);
+    assert_eq!(status, 200, "{body}");
+    let (_, c) = decode_jwt(body["access_token"].as_str().expect("token"));
+    assert_eq!(c["sub"], "alice@example.com");
+    assert_eq!(c["act"]["sub"], "agent-support");
+    assert_eq!(c["act"]["act"]["sub"], "agent-etl");
+    // …but the agent acting now cannot be the subject's person.
+    let (status, body) = exchange(&s, &delegated, &alice);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("invalid_request")),
+        "{body}"
+    );
+    ok(s.gw.cli(&["audit", "verify"]));
+}
+
+/// Grants are a person's act: an agent's token cannot create, list or revoke them (403, a
+/// clear message, a token_refused event), nor can a delegated token (an agent acting for the
+/// person). The person's own token still does all three.
+#[test]
+fn agent_tokens_cannot_create_list_or_revoke_grants() {
+    let s = setup("");
+    let etl = s.idp.client_token(ETL_CLIENT.0, ETL_CLIENT.1);
+    let support = s.idp.client_token(SUPPORT_CLIENT.0, SUPPORT_CLIENT.1);
+    let alice = s
+        .idp
+        .human_token(json!({"sub": "alice@example.com", "groups": ["dba"]}));
+    let delegated = s.idp.human_token(
+        json!({"sub": "alice@example.com", "groups": ["dba"], "act": {"sub": "agent-etl"}}),
+    );
+    let create = [
+        "create",
+        "--agent",
+        "agent-etl",
+        "--connection",
+        DB,
+        "--reason",
+        "backfill order statuses (INC-7)",
+        "--ttl",
+        "10m",
+        "--actions",
+        "select,update",
+    ];
+    let refused_with = |out: std::process::Output, what: &str, reason: &str| {
+        assert!(!out.status.success(), "{what}: an agent token was accepted");
+        let err = stderr(&out);
+        assert!(
+            err.contains("HTTP 403") && err.contains("not a person") && err.contains(reason),
+            "{what}: the CLI says why ({reason}): {err}"
+        );
+    };
+    refused_with(
+        grant_cli(&s, &etl, &create),
+        "agent-etl's own token, creating a grant for itself",
+        "your token is agent \"agent-etl\"'s own token",
+    );
+    refused_with(
+        grant_cli(&s, &support, &create),
+        "agent-support's client token",
+        "your token is client \"agent-support\"'s own token",
+    );
+    refused_with(
+        grant_cli(&s, &delegated, &create),
+        "a delegated token (agent-etl acting for alice)",
+        "your token is delegated (agent \"agent-etl\" acting for its subject)",
+    );
+    assert!(s.gw.events_of("grant_created").is_empty());
+
+    // Alice's own token: a grant. The agent can neither list it nor revoke it.
+    let credential = ok(grant_cli(&s, &alice, &create)).trim().to_string();
+    let (_, c) = decode_jwt(&credential);
+    let grant_id = c["grant"].as_str().expect("grant claim").to_string();
+    refused_with(
+        grant_cli(&s, &etl, &["list"]),
+        "an agent listing grants",
+        "your token is agent \"agent-etl\"'s own token",
+    );
+    refused_with(
+        grant_cli(&s, &etl, &["revoke", &grant_id]),
+        "an agent revoking a grant",
+        "your token is agent \"agent-etl\"'s own token",
+    );
+    assert!(s.gw.events_of("grant_revoked").is_empty());
+    let list = ok(grant_cli(&s, &alice, &["list"]));
+    assert!(
+        list.contains(&grant_id) && list.contains("active"),
+        "{list}"
+    );
+    ok(psql_token(&s.gw, "agent-etl", &credential, "SELECT 1"));
+
+    // Every refusal is in the ledger with the endpoint and the reason.
+    let refused = refusals(&s.gw);
+    for ep in ["/v1/grants", "/v1/grants (list)", "/v1/grants/revoke"] {
+        assert!(
+            refused
+                .iter()
+                .any(|(e, r)| e == ep && r.starts_with("not a person: your token")),
+            "no token_refused event at {ep} in {refused:#?}"
+        );
+    }
+    assert_eq!(
+        refused.iter().filter(|(e, _)| e == "/v1/grants").count(),
+        3,
+        "{refused:#?}"
     );
     ok(s.gw.cli(&["audit", "verify"]));
 }
@@ -565,7 +777,7 @@ fn task_grants_narrow_policy_end_with_revocation_and_survive_restart() {
         .gw
         .events_of("statement")
         .iter()
-        .any(|e| e.data.contains("still here"))
+        .any(|e| e.json().contains("still here"))
     {
         assert!(
             Instant::now() < deadline,
@@ -588,10 +800,10 @@ fn task_grants_narrow_policy_end_with_revocation_and_survive_restart() {
         .gw
         .events_of("statement")
         .iter()
-        .any(|e| e.data.contains("after revocation")));
+        .any(|e| e.json().contains("after revocation")));
     let closes = s.gw.events_of("session_close");
     assert!(
-        closes.iter().any(|e| e.data.contains("was revoked")),
+        closes.iter().any(|e| e.json().contains("was revoked")),
         "session_close names the revocation"
     );
     // The credential no longer logs in.

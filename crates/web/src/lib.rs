@@ -7,9 +7,12 @@
 //!   - RFC 7522 SAML 2.0 bearer (`urn:ietf:params:oauth:grant-type:saml2-bearer`): a signed
 //!     assertion from a configured IdP becomes a gateway token for the service principal.
 //!     Errors follow RFC 6749 §5.2 (`{"error": "invalid_grant", "error_description": …}`).
+//!     A `subject_token` that is not a person's (an agent's or a client's own token, or the
+//!     same principal as the actor) is refused with 403 and `invalid_request` (RFC 8693
+//!     §2.2.2): policy would otherwise take the agent for its own human requester.
 //! * `GET /.well-known/jwks.json` — the public key of gateway tokens.
 //! * `POST /v1/grants`, `GET /v1/grants`, `POST /v1/grants/{id}/revoke` — task grants, as the
-//!   person holding the `Authorization: Bearer` OIDC token.
+//!   person holding the `Authorization: Bearer` OIDC token; an agent's token gets 403.
 //!
 //! Every token issued or refused and every grant created or revoked is a ledger event, written
 //! before the answer leaves: a credential the ledger does not know about is never handed out.
@@ -231,6 +234,18 @@ async fn token(
             }
             match state.authn.exchange(subject, actor, now).await {
                 Ok(i) => ("token-exchange", i),
+                // Valid tokens, unacceptable roles: RFC 8693 §2.2.2 says invalid_request.
+                Err(e @ IdentityError::NotAPerson { .. }) => {
+                    return refuse(
+                        &state,
+                        peer,
+                        &ep,
+                        StatusCode::FORBIDDEN,
+                        "invalid_request",
+                        e.to_string(),
+                    )
+                    .await
+                }
                 Err(e) => {
                     return refuse(
                         &state,
@@ -359,6 +374,7 @@ async fn refuse_grant(
 
 fn grant_status(e: &IdentityError) -> StatusCode {
     match e {
+        IdentityError::NotAPerson { .. } => StatusCode::FORBIDDEN,
         IdentityError::GrantRefused { reason } if reason.starts_with("your token") => {
             StatusCode::UNAUTHORIZED
         }
