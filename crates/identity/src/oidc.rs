@@ -42,9 +42,15 @@ pub struct OidcIssuer {
     pub config: OidcIssuerConfig,
     http: reqwest::Client,
     cache: RwLock<KeyCache>,
-    fetching: Mutex<()>,
+    /// Held while fetching; holds when the last fetch failed and why, so that an issuer that
+    /// is down is asked at most once per [`FAILED_FETCH_BACKOFF`] (not once per login).
+    fetching: Mutex<Option<(Instant, String)>>,
     allowed: Vec<Algorithm>,
 }
+
+/// After a failed JWKS fetch, logins that need the issuer's keys fail at once with the same
+/// reason for this long instead of each asking the issuer again.
+const FAILED_FETCH_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A token that passed every check.
 #[derive(Debug, Clone)]
@@ -125,7 +131,7 @@ impl OidcIssuer {
                 anonymous: Vec::new(),
                 fetched: None,
             }),
-            fetching: Mutex::new(()),
+            fetching: Mutex::new(None),
             allowed,
         })
     }
@@ -211,7 +217,7 @@ impl OidcIssuer {
     /// Refetches the JWKS unless one was fetched within the minimum interval (`first`: only
     /// if none was ever fetched). Returns whether the cache is worth looking at again.
     async fn refresh(&self, first: bool) -> Result<bool, IdentityError> {
-        let _one = self.fetching.lock().await;
+        let mut last_failure = self.fetching.lock().await;
         let min = Duration::from_secs(self.config.jwks_min_refresh_secs);
         if let Some(at) = self.cache.read().await.fetched {
             if first || at.elapsed() < min {
@@ -219,7 +225,32 @@ impl OidcIssuer {
                 return Ok(true);
             }
         }
-        let set = self.fetch_jwks().await?;
+        if let Some((at, reason)) = last_failure.as_ref() {
+            if at.elapsed() < FAILED_FETCH_BACKOFF.min(min.max(Duration::from_millis(1))) {
+                return Err(IdentityError::IssuerUnavailable {
+                    issuer: self.config.issuer.clone(),
+                    reason: format!(
+                        "{reason} (a fetch {} ms ago failed; asked again at most every {} s)",
+                        at.elapsed().as_millis(),
+                        FAILED_FETCH_BACKOFF.as_secs()
+                    ),
+                });
+            }
+        }
+        let set = match self.fetch_jwks().await {
+            Ok(set) => {
+                *last_failure = None;
+                set
+            }
+            Err(e) => {
+                let reason = match &e {
+                    IdentityError::IssuerUnavailable { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                *last_failure = Some((Instant::now(), reason));
+                return Err(e);
+            }
+        };
         let mut keys = HashMap::new();
         let mut anonymous = Vec::new();
         for jwk in &set.keys {
@@ -317,4 +348,55 @@ pub(crate) fn verify_with(
             ),
             other => rejected(format!("signature check failed: {other:?}")),
         })
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// An issuer that is down is asked once per backoff window, not once per login.
+    #[tokio::test]
+    async fn failed_fetches_are_rate_limited() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(conn); // close at once: every fetch fails
+            }
+        });
+        let config: OidcIssuerConfig = serde_json::from_value(serde_json::json!({
+            "name": "down",
+            "issuer": format!("http://127.0.0.1:{port}"),
+            "jwks_uri": format!("http://127.0.0.1:{port}/jwks"),
+            "audiences": ["portcullis"],
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let issuer =
+            OidcIssuer::new(config, reqwest::Client::new()).unwrap_or_else(|e| panic!("{e}"));
+        let mut last = String::new();
+        for _ in 0..5 {
+            last = match issuer.refresh(false).await {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("a closed connection cannot give keys"),
+            };
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "one fetch for five attempts"
+        );
+        assert!(last.contains("asked again at most every 2 s"), "{last}");
+        tokio::time::sleep(FAILED_FETCH_BACKOFF + Duration::from_millis(200)).await;
+        let _ = issuer.refresh(false).await;
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            2,
+            "asked again after the backoff"
+        );
+    }
 }

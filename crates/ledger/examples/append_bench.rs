@@ -11,7 +11,8 @@
 //! `PORTCULLIS_BENCH_SECS` sets the duration of each run (default 3),
 //! `PORTCULLIS_BENCH_VERIFY_EVENTS` the size of the verified ledger (default 1 000 000).
 //! Signed checkpoints are on, as in a default gateway (every 10 000 events or 10 s);
-//! `PORTCULLIS_BENCH_CHECKPOINTS=0` turns them off for comparison.
+//! `PORTCULLIS_BENCH_CHECKPOINTS=0` turns them off for comparison, and
+//! `PORTCULLIS_BENCH_SEAL=0` the sealing of SQL text (on in a gateway).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -91,7 +92,7 @@ async fn run(dir: &std::path::Path, durability: Durability, appenders: usize, se
         durability,
         sync_interval: Duration::from_millis(5),
         checkpoints: checkpoints(),
-        seal: true,
+        seal: env_u64("PORTCULLIS_BENCH_SEAL", 1) != 0,
     })
     .expect("open ledger");
     let stop = Arc::new(AtomicBool::new(false));
@@ -193,7 +194,7 @@ fn main() {
     let path = dir.path().join("verify.db");
     let ledger = Ledger::open(LedgerOptions {
         checkpoints: checkpoints(),
-        seal: true,
+        seal: env_u64("PORTCULLIS_BENCH_SEAL", 1) != 0,
         ..LedgerOptions::new(&path)
     })
     .expect("open ledger");
