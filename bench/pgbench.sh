@@ -4,8 +4,10 @@
 # policies: the agent is a read-only analyst) and recorded, in both durability modes; 1 and 8
 # clients; simple and prepared protocol. Prints TPS and ratios to direct.
 #
-# With BASELINE_REV set (a git revision from before policy existed, e.g. bf22dcd), that
-# revision is built too and run in the same cells, so the cost of policy shows in one run.
+# With BASELINE_REV set, that revision is built too and run in the same cells ("pc-base"), so
+# the cost of a change shows in one run. A revision from before policy existed (e.g. bf22dcd)
+# runs without policy; set BASELINE_POLICY=1 for one that has it (e.g. cf2441b, before signed
+# checkpoints and sealing), so both gateways decide every statement.
 #
 #   bench/pgbench.sh                         # 10 s per cell
 #   DURATION=30 bench/pgbench.sh             # longer cells
@@ -80,8 +82,8 @@ chown postgres: "$WORK/pgbouncer.ini" 2>/dev/null || true
 KEYOUT=$("$PORTCULLIS" agent create bench 2>&1)
 KEY=$(echo "$KEYOUT" | grep '^pcs_')
 HASH=$(echo "$KEYOUT" | sed -n 's/^key_hash = "\(.*\)"/\1/p')
-start_portcullis() { # $1 = durability, $2 = binary, $3 = "policy" or ""; sets GW_PORT
-  local dir="$WORK/gw-$1$3" port policy="" groups=""; port=$(free_port); mkdir -p "$dir"
+start_portcullis() { # $1 = durability, $2 = binary, $3 = "policy" or "", $4 = name suffix; sets GW_PORT
+  local dir="$WORK/gw-$1$3${4:-}" port policy="" groups=""; port=$(free_port); mkdir -p "$dir"
   if [ "$3" = policy ]; then
     policy=$'[policy]\nfiles = ["'"$PWD"'/examples/policies"]'
     groups='groups = ["analysts"]'
@@ -116,7 +118,9 @@ TOML
 start_portcullis default "$PORTCULLIS" policy; PORT_DEFAULT=$GW_PORT
 start_portcullis strict "$PORTCULLIS" policy; PORT_STRICT=$GW_PORT
 PORT_BASE=""
-if [ -n "$BASELINE" ]; then start_portcullis default "$BASELINE" ""; PORT_BASE=$GW_PORT; fi
+if [ -n "$BASELINE" ]; then
+  start_portcullis default "$BASELINE" "$([ -n "${BASELINE_POLICY:-}" ] && echo policy)" -base; PORT_BASE=$GW_PORT
+fi
 sleep 1
 
 run() { # target port user password clients protocol
@@ -138,8 +142,8 @@ PY
 
 echo
 echo "pgbench -S, scale $SCALE, ${DURATION}s per cell, $(nproc) cores; disk sync rate: $SYNCS fdatasync/s"
-echo "pc-default / pc-strict: policy on (examples/policies, read-only analyst); pc-nopolicy: ${BASELINE_REV:-not run (set BASELINE_REV)}"
-printf '%-9s %-8s %10s %10s %7s %12s %7s %12s %7s %12s %7s\n' protocol clients direct pgbouncer ratio "pc-nopolicy" ratio "pc-default" ratio "pc-strict" ratio
+echo "pc-default / pc-strict: policy on (examples/policies, read-only analyst); pc-base: ${BASELINE_REV:-not run (set BASELINE_REV)}${BASELINE_POLICY:+ with policy}"
+printf '%-9s %-8s %10s %10s %7s %12s %7s %12s %7s %12s %7s\n' protocol clients direct pgbouncer ratio "pc-base" ratio "pc-default" ratio "pc-strict" ratio
 for proto in $PROTOCOLS; do
   for c in $CLIENTS; do
     d=$(run direct "$PGPORT" postgres "" "$c" "$proto")

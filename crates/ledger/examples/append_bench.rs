@@ -208,10 +208,20 @@ fn main() {
                 let mut n = p * 1000;
                 while n < verify_events {
                     let len = 1000.min(verify_events - n);
-                    let events = (n..n + len)
+                    let events: Vec<NewEvent> = (n..n + len)
                         .map(|i| statement(&format!("session-{}", i % 64), i))
                         .collect();
-                    ledger.append(events).await.expect("append");
+                    // Bulk calls can outrun indexing; the ledger then refuses (IndexBehind)
+                    // until SQLite catches up: wait and retry, as backpressure.
+                    loop {
+                        match ledger.append(events.clone()).await {
+                            Ok(_) => break,
+                            Err(portcullis_ledger::LedgerError::IndexBehind { .. }) => {
+                                tokio::time::sleep(Duration::from_millis(20)).await
+                            }
+                            Err(e) => panic!("append: {e}"),
+                        }
+                    }
                     n += PRODUCERS * 1000;
                 }
             }));

@@ -39,6 +39,9 @@ use crate::merkle::{self, event_leaf, Frontier, Hash};
 use crate::schema::{self, blob32, COLUMNS};
 use crate::seal::KeyStore;
 
+/// Event hashes handed to the Merkle tree thread at a time during verification.
+const TREE_BATCH: usize = 4096;
+
 /// How often [`LedgerReader::verify`] reports progress, in events.
 const PROGRESS_EVERY: u64 = 100_000;
 
@@ -397,8 +400,6 @@ impl LedgerReader {
             Err(report) => return Ok(report),
         };
         targets.sort_by_key(|t| t.size);
-        let mut next = 0; // index of the next target to compare
-        let mut frontier = Frontier::new();
         let err = |e| LedgerError::sqlite(&self.path, "reading events for verification", e);
         let sql = format!("SELECT {COLUMNS} FROM events ORDER BY seq");
         let mut stmt = self.conn.prepare(&sql).map_err(err)?;
@@ -406,46 +407,95 @@ impl LedgerReader {
         let mut prev = GENESIS;
         let mut checked: u64 = 0;
         let mut until_progress = PROGRESS_EVERY;
-        while let Some(row) = rows.next().map_err(err)? {
-            let expected = checked + 1;
-            match check_row(row, expected, &prev).map_err(err)? {
-                Check::Linked(hash) => {
-                    prev = hash;
-                    checked = expected;
-                    frontier.push(event_leaf(&hash));
-                    while next < targets.len() && targets[next].size == checked {
-                        let t = &targets[next];
-                        if frontier.root() != t.root {
-                            drop(rows);
-                            return Ok(VerifyReport::Broken {
-                                seq: checked,
-                                problem: Problem::CheckpointMismatch,
-                                detail: format!(
-                                    "the {} at tree size {} signs root {}, but events 1 to {} \
-                                     have root {}: events up to {} were replaced (and \
-                                     re-hashed) after it was signed",
-                                    t.label,
-                                    t.size,
-                                    to_hex(&t.root),
-                                    checked,
-                                    to_hex(&frontier.root()),
-                                    checked
-                                ),
-                            });
+        let mut broken = None;
+        // The chain is checked here as SQLite hands out the rows; the Merkle tree is built on
+        // a second thread from the event hashes, in batches, and compared with the
+        // checkpoints there (about a third of the work, done in parallel).
+        let (frontier, mismatch) = std::thread::scope(|scope| {
+            let (to_tree, batches) = std::sync::mpsc::sync_channel::<Vec<Hash>>(8);
+            let (recycle, recycled) = std::sync::mpsc::channel::<Vec<Hash>>();
+            let targets = &targets;
+            let tree = scope.spawn(move || {
+                let mut frontier = Frontier::new();
+                let mut next = 0;
+                for batch in batches {
+                    for h in &batch {
+                        frontier.push(event_leaf(h));
+                        while next < targets.len() && targets[next].size == frontier.size() {
+                            let root = frontier.root();
+                            if root != targets[next].root {
+                                return (frontier, Some((next, root)));
+                            }
+                            next += 1;
                         }
-                        next += 1;
                     }
-                    until_progress -= 1;
-                    if until_progress == 0 {
-                        progress(checked);
-                        until_progress = PROGRESS_EVERY;
+                    let _ = recycle.send(batch);
+                }
+                (frontier, None)
+            });
+            let mut batch: Vec<Hash> = Vec::with_capacity(TREE_BATCH);
+            let scanned = (|| -> Result<(), LedgerError> {
+                while let Some(row) = rows.next().map_err(err)? {
+                    let expected = checked + 1;
+                    match check_row(row, expected, &prev).map_err(err)? {
+                        Check::Linked(hash) => {
+                            prev = hash;
+                            checked = expected;
+                            batch.push(hash);
+                            if batch.len() == TREE_BATCH {
+                                let fresh = recycled
+                                    .try_recv()
+                                    .unwrap_or_else(|_| Vec::with_capacity(TREE_BATCH));
+                                if to_tree.send(std::mem::replace(&mut batch, fresh)).is_err() {
+                                    return Ok(()); // the tree found a mismatch: stop
+                                }
+                                batch.clear();
+                            }
+                            until_progress -= 1;
+                            if until_progress == 0 {
+                                progress(checked);
+                                until_progress = PROGRESS_EVERY;
+                            }
+                        }
+                        Check::Broken(b) => {
+                            broken = Some((b, expected));
+                            return Ok(());
+                        }
                     }
                 }
-                Check::Broken(broken) => {
-                    drop(rows);
-                    return Ok(self.explain(broken, expected, &prev));
-                }
-            }
+                Ok(())
+            })();
+            let _ = to_tree.send(batch);
+            drop(to_tree);
+            let joined = tree.join();
+            scanned.map(|()| joined)
+        })?
+        .unwrap_or_else(|_| (Frontier::new(), Some((usize::MAX, GENESIS))));
+        drop(rows);
+        if let Some((i, root)) = mismatch {
+            let Some(t) = targets.get(i) else {
+                return Err(LedgerError::Proof {
+                    path: self.path.clone(),
+                    detail: "the Merkle tree thread of verification panicked".into(),
+                });
+            };
+            return Ok(VerifyReport::Broken {
+                seq: t.size,
+                problem: Problem::CheckpointMismatch,
+                detail: format!(
+                    "the {} at tree size {} signs root {}, but events 1 to {} have root {}: \
+                     events up to {} were replaced (and re-hashed) after it was signed",
+                    t.label,
+                    t.size,
+                    to_hex(&t.root),
+                    t.size,
+                    to_hex(&root),
+                    t.size
+                ),
+            });
+        }
+        if let Some((b, expected)) = broken {
+            return Ok(self.explain(b, expected, &prev));
         }
         if until_progress != PROGRESS_EVERY || checked == 0 {
             progress(checked); // the final count, unless it was just reported

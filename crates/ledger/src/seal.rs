@@ -7,7 +7,7 @@
 //! statement event as stored:  {"kind":"statement", "principal":…, "connection":"orders-prod",
 //!                              "text":"", "verdict":"allow", …,
 //!                              "sealed":{"segment":"orders-prod/2026-12-02","data":"<base64>"}}
-//! data = base64( nonce (12 random bytes) ‖ AES-256-GCM( {"text":…,"params":[…]} ) ),
+//! data = base64( nonce (12 bytes, never repeated) ‖ AES-256-GCM( {"text":…,"params":[…]} ) ),
 //!        with the segment name as associated data
 //! ```
 //!
@@ -96,6 +96,13 @@ pub struct KeyStore {
     rng: SystemRandom,
     /// Connection of each open session (result events name only their session).
     sessions: HashMap<String, String>,
+    /// Nonces: 8 random bytes drawn when this store was opened (and again whenever the
+    /// counter wraps) followed by a 4-byte counter, so no nonce repeats under a key without a
+    /// system call per event (a random 96-bit nonce per event cost a `getrandom` each).
+    nonce_prefix: [u8; 8],
+    nonce_counter: u32,
+    /// The segment used last (connection, day number, segment, key): most events go to it.
+    last: Option<(String, i64, String, std::sync::Arc<LessSafeKey>)>,
 }
 
 impl std::fmt::Debug for KeyStore {
@@ -144,13 +151,34 @@ impl KeyStore {
     }
 
     fn new(path: PathBuf, conn: Connection) -> KeyStore {
+        let rng = SystemRandom::new();
+        let mut nonce_prefix = [0u8; 8];
+        // A failure leaves zeros, and the first seal draws again (see next_nonce).
+        let _ = rng.fill(&mut nonce_prefix);
         KeyStore {
             path,
             conn,
             cache: HashMap::new(),
-            rng: SystemRandom::new(),
+            rng,
             sessions: HashMap::new(),
+            nonce_prefix,
+            nonce_counter: 0,
+            last: None,
         }
+    }
+
+    fn next_nonce(&mut self) -> Result<[u8; NONCE_LEN], LedgerError> {
+        if self.nonce_counter == u32::MAX || self.nonce_prefix == [0u8; 8] {
+            self.rng
+                .fill(&mut self.nonce_prefix)
+                .map_err(|_| key_err(&self.path, "no randomness for nonces"))?;
+            self.nonce_counter = 0;
+        }
+        self.nonce_counter += 1;
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce[..8].copy_from_slice(&self.nonce_prefix);
+        nonce[8..].copy_from_slice(&self.nonce_counter.to_be_bytes());
+        Ok(nonce)
     }
 
     /// Every segment, oldest day first.
@@ -183,6 +211,9 @@ impl KeyStore {
             )
             .map_err(|e| key_err(&self.path, e))?;
         self.cache.insert(segment.to_string(), Slot::Deleted);
+        if self.last.as_ref().is_some_and(|l| l.2 == segment) {
+            self.last = None;
+        }
         Ok(())
     }
 
@@ -316,13 +347,17 @@ impl KeyStore {
         ts_us: i64,
         fields: &impl Serialize,
     ) -> Result<Sealed, LedgerError> {
-        let day = day_of(ts_us);
-        let (segment, key) = self.key_for(connection, &day)?;
+        let day_n = ts_us.div_euclid(DAY_US);
+        let (segment, key) = match &self.last {
+            Some((c, d, seg, key)) if *d == day_n && c == connection => (seg.clone(), key.clone()),
+            _ => {
+                let (seg, key) = self.key_for(connection, &day_of(ts_us))?;
+                self.last = Some((connection.to_string(), day_n, seg.clone(), key.clone()));
+                (seg, key)
+            }
+        };
         let mut buf = serde_json::to_vec(fields).map_err(|e| key_err(&self.path, e))?;
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng
-            .fill(&mut nonce)
-            .map_err(|_| key_err(&self.path, "no randomness for a nonce"))?;
+        let nonce = self.next_nonce()?;
         key.seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(segment.as_bytes()),
