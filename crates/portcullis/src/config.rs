@@ -221,6 +221,23 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     if let Some(f) = &mut config.identity.tokens.signing_key_file {
         *f = resolve(&base, f);
     }
+    let mut rule_names = HashSet::new();
+    for r in &config.retention.rules {
+        if !rule_names.insert(&r.name) {
+            bail!(
+                "{where_}: retention rule name {:?} is used twice (deletion events name the rule)",
+                r.name
+            );
+        }
+        if let Some(max) = r.max_age_days.filter(|m| *m < r.min_age_days) {
+            bail!("{where_}: retention rule {:?}: max_age_days = {max} is below min_age_days = {}; the minimum always wins, so this rule would never delete: raise max_age_days or lower min_age_days", r.name, r.min_age_days);
+        }
+        for c in &r.connections {
+            if c != "*" && !config.connections.iter().any(|k| &k.name == c) {
+                bail!("{where_}: retention rule {:?}: no [[connections]] entry is named {c:?} (use \"*\" for all)", r.name);
+            }
+        }
+    }
     let mut names = HashSet::new();
     for i in &config.identity.oidc {
         if !names.insert(&i.name) {
@@ -407,6 +424,28 @@ mod tests {
         let err = err.to_string();
         assert!(err.contains("durabilty"), "{err}");
         assert!(err.contains(":2"), "{err}");
+    }
+
+    #[test]
+    fn retention_rules_that_cannot_work_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = "[[connections]]\nname = \"db\"\ntype = \"postgres\"\nhost = \"h\"\ndatabase = \"d\"\nuser = \"u\"\n";
+        for (rule, needle) in [
+            (
+                "name = \"r\"\nmax_age_days = 5\nmin_age_days = 30\n",
+                "below min_age_days",
+            ),
+            (
+                "name = \"r\"\nconnections = [\"nope\"]\nmax_age_days = 5\n",
+                "named \"nope\"",
+            ),
+        ] {
+            let p = write(dir.path(), &format!("{conn}[[retention.rules]]\n{rule}"));
+            let Err(err) = load(&p).map(|_| ()) else {
+                panic!("must fail: {rule}")
+            };
+            assert!(err.to_string().contains(needle), "{err}");
+        }
     }
 
     #[test]
