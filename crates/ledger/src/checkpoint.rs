@@ -100,6 +100,13 @@ fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
     [d[0], d[1], d[2], d[3]]
 }
 
+/// `<name>+<key id hex>+<base64(0x01 ‖ key bytes)>`: the shared shape of both key texts.
+fn key_text(name: &str, id: &[u8; 4], key: &[u8; 32]) -> String {
+    let mut raw = vec![ALG_ED25519];
+    raw.extend_from_slice(key);
+    format!("{name}+{}+{}", crate::chain::to_hex(id), B64.encode(raw))
+}
+
 /// A key name must be non-empty, without spaces or `+` (signed-note rules).
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
@@ -221,13 +228,9 @@ impl CheckpointSigner {
 
     /// The key in its file form.
     pub fn to_skey(&self) -> String {
-        let mut raw = vec![ALG_ED25519];
-        raw.extend_from_slice(self.key.as_bytes());
         format!(
-            "PRIVATE+KEY+{}+{}+{}",
-            self.name,
-            crate::chain::to_hex(&self.id),
-            B64.encode(raw)
+            "PRIVATE+KEY+{}",
+            key_text(&self.name, &self.id, self.key.as_bytes())
         )
     }
 
@@ -316,14 +319,7 @@ impl CheckpointVerifier {
 
     /// The key in its text form.
     pub fn to_vkey(&self) -> String {
-        let mut raw = vec![ALG_ED25519];
-        raw.extend_from_slice(self.key.as_bytes());
-        format!(
-            "{}+{}+{}",
-            self.name,
-            crate::chain::to_hex(&self.id),
-            B64.encode(raw)
-        )
+        key_text(&self.name, &self.id, self.key.as_bytes())
     }
 
     /// The key's name.
