@@ -967,10 +967,19 @@ fn a_large_pipeline_streams_through() {
     let out = ok(child.wait_with_output().expect("output"));
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(v["last"], 20004);
-    let n = gw
-        .statements()
-        .into_iter()
-        .filter(|(_, e)| statement_text(e).starts_with("SELECT length("))
-        .count();
+    // 1 500 × 20 kB of sealed parameters take SQLite a while to index: one batch can outlast
+    // the 100 ms of quiet `statements()` waits for, so poll until all are visible.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let n = loop {
+        let n = gw
+            .statements()
+            .into_iter()
+            .filter(|(_, e)| statement_text(e).starts_with("SELECT length("))
+            .count();
+        if n >= 1500 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(n, 1500);
 }
