@@ -217,6 +217,14 @@ pub enum LedgerError {
     )]
     Keys { path: PathBuf, detail: String },
 
+    /// At open, the ledger or its checkpoints do not match what this gateway signed: the
+    /// gateway will not write on top of a changed history.
+    #[error(
+        "the ledger {path} was changed behind the gateway's back: {detail}. The gateway will \
+         not write on top of it; keep the files as evidence and restore the ledger from a copy"
+    )]
+    Tampered { path: PathBuf, detail: String },
+
     /// A proof was asked for that the ledger cannot give.
     #[error("ledger {path}: {detail}")]
     Proof { path: PathBuf, detail: String },

@@ -400,6 +400,21 @@ impl LedgerReader {
             Err(report) => return Ok(report),
         };
         targets.sort_by_key(|t| t.size);
+        // A checkpoint of the empty tree is compared here: the tree thread starts at size 1.
+        if let Some(t) = targets
+            .iter()
+            .find(|t| t.size == 0 && t.root != merkle::empty_root())
+        {
+            return Ok(VerifyReport::Broken {
+                seq: 0,
+                problem: Problem::CheckpointMismatch,
+                detail: format!(
+                    "the {} of tree size 0 signs a root that is not the empty tree's",
+                    t.label
+                ),
+            });
+        }
+        targets.retain(|t| t.size > 0);
         let err = |e| LedgerError::sqlite(&self.path, "reading events for verification", e);
         let sql = format!("SELECT {COLUMNS} FROM events ORDER BY seq");
         let mut stmt = self.conn.prepare(&sql).map_err(err)?;
@@ -686,7 +701,8 @@ impl LedgerReader {
             )));
         }
         let err = |e| LedgerError::sqlite(&self.path, "reading event hashes for a proof", e);
-        let mut leaves = Vec::with_capacity(usize::try_from(cp.size).unwrap_or(0));
+        let mut leaves =
+            Vec::with_capacity(usize::try_from(cp.size.min(self.count()?)).unwrap_or(0));
         {
             let mut stmt = self
                 .conn

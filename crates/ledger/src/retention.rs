@@ -178,6 +178,8 @@ impl Ledger {
                     },
                 )])
                 .await?;
+            // The record of the deletion must outlive a power loss before the key goes.
+            self.sync()?;
             self.delete_segment_key(&item.segment.segment, rule)?;
             done.push(seq);
         }

@@ -11,7 +11,8 @@
 //!        with the segment name as associated data
 //! ```
 //!
-//! Who, when, where, which tables, the verdict and the outcome stay in clear: an auditor can
+//! The refusal `reason` and the classifier's notes are sealed with the text (a parse error can
+//! quote a literal). Who, when, where, which tables, the verdict and the outcome stay in clear: an auditor can
 //! still see that an agent ran an UPDATE on `public.orders` under a grant a year ago, but no
 //! longer what it wrote.
 //!
@@ -56,12 +57,17 @@ CREATE TABLE IF NOT EXISTS segment_keys (
 );
 ";
 
-/// The sealed fields of a statement.
+/// The sealed fields of a statement. `reason` and the classifier's `notes` are sealed too:
+/// a parse error in either can quote the statement's literals.
 #[derive(Serialize, Deserialize)]
 struct StatementFields {
     text: String,
     #[serde(default)]
     params: Vec<ParamValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
 }
 
 /// The sealed fields of a result.
@@ -313,12 +319,19 @@ impl KeyStore {
                 connection,
                 text,
                 params,
+                reason,
+                decision,
                 sealed,
                 ..
             } if sealed.is_none() && !(text.is_empty() && params.is_empty()) => {
                 let fields = StatementFields {
                     text: std::mem::take(text),
                     params: std::mem::take(params),
+                    reason: reason.take(),
+                    notes: decision
+                        .as_mut()
+                        .map(|d| std::mem::take(&mut d.notes))
+                        .unwrap_or_default(),
                 };
                 let connection = connection.clone();
                 *sealed = Some(self.encrypt(&connection, ts_us, &fields)?);
@@ -386,8 +399,10 @@ impl KeyStore {
                 sealed,
                 text,
                 params,
+                reason,
+                decision,
                 ..
-            } => (sealed, Target::Statement(text, params)),
+            } => (sealed, Target::Statement(text, params, reason, decision)),
             EventData::Result {
                 sealed, message, ..
             } => (sealed, Target::Result(message)),
@@ -407,10 +422,14 @@ impl KeyStore {
                     .open_in_place(nonce, Aad::from(s.segment.as_bytes()), &mut ct)
                     .ok()?;
                 match target {
-                    Target::Statement(text, params) => {
+                    Target::Statement(text, params, reason, decision) => {
                         let f: StatementFields = serde_json::from_slice(plain).ok()?;
                         *text = f.text;
                         *params = f.params;
+                        *reason = f.reason;
+                        if let Some(d) = decision.as_mut() {
+                            d.notes = f.notes;
+                        }
                     }
                     Target::Result(message) => {
                         let f: ResultFields = serde_json::from_slice(plain).ok()?;
@@ -427,7 +446,12 @@ impl KeyStore {
 }
 
 enum Target<'a> {
-    Statement(&'a mut String, &'a mut Vec<ParamValue>),
+    Statement(
+        &'a mut String,
+        &'a mut Vec<ParamValue>,
+        &'a mut Option<String>,
+        &'a mut Option<Box<portcullis_core::DecisionRecord>>,
+    ),
     Result(&'a mut Option<String>),
 }
 

@@ -452,14 +452,33 @@ impl Ledger {
     /// Destroys a segment's key (retention; see [`crate::retention`]). Later events of that
     /// connection and day, if any, get a new key.
     pub fn delete_segment_key(&self, segment: &str, rule: &str) -> Result<(), LedgerError> {
-        let mut guard = lock(&self.inner.shared.writer);
-        match guard.as_mut().and_then(|w| w.keys.as_mut()) {
-            Some(keys) => keys.delete(segment, rule),
-            None => Err(LedgerError::Keys {
-                path: crate::seal::keys_path(self.path()),
-                detail: "this ledger was opened without sealing (or is closed)".into(),
-            }),
+        let result = {
+            let mut guard = lock(&self.inner.shared.writer);
+            match guard.as_mut().and_then(|w| w.keys.as_mut()) {
+                Some(keys) => keys.delete(segment, rule),
+                None => Err(LedgerError::Keys {
+                    path: crate::seal::keys_path(self.path()),
+                    detail: "this ledger was opened without sealing (or is closed)".into(),
+                }),
+            }
+        };
+        // Appenders that found the writer busy meanwhile left their events to us.
+        self.inner.shared.lead();
+        result
+    }
+
+    /// Syncs the journal to disk: every event acknowledged so far survives a power loss (what
+    /// `Strict` durability does for every group).
+    pub fn sync(&self) -> Result<(), LedgerError> {
+        let shared = &self.inner.shared;
+        for (which, f) in shared.journal_files.iter().enumerate() {
+            f.sync_data().map_err(|source| LedgerError::Journal {
+                path: journal_path(&shared.path, which),
+                events: 0,
+                source: Arc::new(source),
+            })?;
         }
+        Ok(())
     }
 
     /// Makes every event acknowledged so far visible to readers and signs a checkpoint of
@@ -709,7 +728,7 @@ impl Shared {
         let root = tree.frontier.root();
         let note = tree.opts.signer.sign(size, root);
         let stored = index.conn.execute(
-            "INSERT INTO checkpoints (tree_size, ts_us, root, note, frontier) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR REPLACE INTO checkpoints (tree_size, ts_us, root, note, frontier) VALUES (?1, ?2, ?3, ?4, ?5)",
             (
                 size as i64,
                 portcullis_core::now_us(),
@@ -1031,11 +1050,16 @@ impl Tree {
         head: Head,
     ) -> Result<Tree, LedgerError> {
         let err = |e| LedgerError::sqlite(path, "resuming the Merkle tree", e);
-        let last: Option<(i64, Vec<u8>, Vec<u8>)> = conn
+        let verifier = opts.signer.verifier();
+        let tampered = |detail: String| LedgerError::Tampered {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let last: Option<(i64, Vec<u8>, Vec<u8>, String)> = conn
             .query_row(
-                "SELECT tree_size, root, frontier FROM checkpoints ORDER BY tree_size DESC LIMIT 1",
+                "SELECT tree_size, root, frontier, note FROM checkpoints ORDER BY tree_size DESC LIMIT 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
             .map_err(err)?;
@@ -1045,35 +1069,89 @@ impl Tree {
             checkpoint,
             first: head.seq + 1,
         };
+        // What must hold before writing on: (tree size, signed root, where it was found).
+        let mut must_match: Vec<(u64, [u8; 32], String)> = Vec::new();
         if let Some(mirror) = &opts.mirror {
             let file = mirror.join("checkpoint");
-            if let Ok(note) = std::fs::read_to_string(&file) {
-                match opts.signer.verifier().open(&note) {
+            match std::fs::read_to_string(&file) {
+                Ok(note) => match verifier.open(&note) {
                     Ok(cp) if cp.size > head.seq => return Err(behind(cp.size)),
-                    Ok(_) => {}
+                    Ok(cp) => must_match.push((cp.size, cp.root, file.display().to_string())),
                     Err(e) => {
-                        tracing::warn!(file = %file.display(), error = %e, "the mirrored checkpoint does not verify with this gateway's key; it will be replaced by the next checkpoint")
+                        return Err(tampered(format!(
+                            "the mirrored checkpoint {} does not verify with this gateway's key \
+                             ({e}); it is evidence: keep it, find out who changed it, and move \
+                             it away only once the ledger is known to be intact",
+                            file.display()
+                        )))
                     }
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(tampered(format!(
+                        "the mirrored checkpoint {} cannot be read ({e})",
+                        file.display()
+                    )))
                 }
             }
         }
         let mut frontier = Frontier::new();
         let mut last_size = 0;
-        if let Some((size, root, bytes)) = last {
+        if let Some((size, root, bytes, note)) = last {
             let size = u64::try_from(size).unwrap_or(0);
             if size > head.seq {
                 return Err(behind(size));
             }
-            match Frontier::from_bytes(size, &bytes) {
-                Some(f) if f.root()[..] == root[..] => {
+            // Only a row this key signed is trusted to resume from.
+            match verifier.open(&note) {
+                Ok(cp) if cp.size == size && cp.root[..] == root[..] => {}
+                _ => {
+                    return Err(tampered(format!(
+                        "the stored checkpoint of tree size {size} is not one this gateway \
+                         signed (its note does not verify, or does not match its row)"
+                    )))
+                }
+            }
+            let resumed = Frontier::from_bytes(size, &bytes).filter(|f| f.root()[..] == root[..]);
+            // A mirror at another size than the last row is checked by rebuilding the tree.
+            let mirror_elsewhere = must_match.iter().any(|(n, ..)| *n != size);
+            match resumed {
+                Some(f) if !mirror_elsewhere => {
+                    for (n, r, place) in &must_match {
+                        if r[..] != root[..] {
+                            return Err(tampered(format!(
+                                "the checkpoint in {place} (tree size {n}) and the stored one of \
+                                 the same size sign different roots"
+                            )));
+                        }
+                    }
+                    must_match.clear();
                     frontier = f;
                     last_size = size;
                 }
                 _ => {
-                    tracing::warn!(path = %path.display(), size, "the last checkpoint's tree state is unreadable; rebuilding the tree from every event")
+                    if !mirror_elsewhere {
+                        tracing::warn!(path = %path.display(), size, "the last checkpoint's tree state is unreadable; rebuilding the tree from every event");
+                    }
+                    if let Ok(r) = <[u8; 32]>::try_from(root.as_slice()) {
+                        must_match.push((size, r, "the stored checkpoints".into()));
+                    }
+                    last_size = size;
                 }
             }
         }
+        let check = |frontier: &Frontier| -> Result<(), LedgerError> {
+            for (n, r, place) in &must_match {
+                if *n == frontier.size() && frontier.root() != *r {
+                    return Err(tampered(format!(
+                        "events 1 to {n} no longer have the root the checkpoint in {place} \
+                         signed: they were replaced after it; run `portcullis audit verify`"
+                    )));
+                }
+            }
+            Ok(())
+        };
+        check(&frontier)?;
         let mut stmt = conn
             .prepare("SELECT seq, hash FROM events WHERE seq > ?1 ORDER BY seq")
             .map_err(err)?;
@@ -1082,7 +1160,10 @@ impl Tree {
             let seq: i64 = row.get(0).map_err(err)?;
             let hash = schema::blob32(row.get_ref(1).map_err(err)?);
             match hash {
-                Some(h) if seq as u64 == frontier.size() + 1 => frontier.push(event_leaf(&h)),
+                Some(h) if seq as u64 == frontier.size() + 1 => {
+                    frontier.push(event_leaf(&h));
+                    check(&frontier)?;
+                }
                 _ => {
                     return Err(LedgerError::Malformed {
                         path: path.to_path_buf(),

@@ -229,12 +229,45 @@ fn a_deleted_tail_is_caught_by_the_checkpoints() {
 #[test]
 fn a_rewritten_and_rehashed_ledger_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, _mirror, key) = signed_ledger(&dir, 30);
+    let (path, mirror, key) = signed_ledger(&dir, 30);
     tamper(
         &path,
         "UPDATE events SET data = replace(data, 'orders', 'payroll') WHERE seq = 12",
     );
     rehash_from(&path, 12);
+    let reopen = || {
+        Ledger::open(LedgerOptions {
+            path: path.clone(),
+            durability: Durability::Default,
+            sync_interval: Duration::from_millis(5),
+            checkpoints: Some(CheckpointOptions {
+                signer: signer("test.example/ledger"),
+                every_events: u64::MAX,
+                every: Duration::from_secs(3600),
+                mirror: Some(mirror.clone()),
+            }),
+            seal: true,
+        })
+    };
+    // (With the stored checkpoints intact it resumes from the last one: `audit verify`, below,
+    // is what compares every checkpoint with the whole history.) Once they are deleted and
+    // the ledger is padded past the mirror's size, the tree is rebuilt from the events and
+    // compared with the mirror: the gateway refuses to start.
+    let saved = std::fs::read(&path).unwrap();
+    tamper(&path, "DELETE FROM checkpoints");
+    {
+        let unsigned = Ledger::open(LedgerOptions::new(&path)).unwrap();
+        runtime().block_on(fill(&unsigned, 5));
+        unsigned.close();
+    }
+    let err = reopen().unwrap_err();
+    assert!(matches!(err, LedgerError::Tampered { .. }), "{err}");
+    assert!(err.to_string().contains("mirror"), "{err}");
+    // A mirror that no longer verifies stops it too.
+    std::fs::write(mirror.join("checkpoint"), "not a checkpoint\n").unwrap();
+    let err = reopen().unwrap_err();
+    assert!(err.to_string().contains("does not verify"), "{err}");
+    std::fs::write(&path, saved).unwrap();
     // Not `Altered`: the chain itself is intact; only the signed roots tell.
     let (seq, problem, detail) = broken(verify_with(&path, &key, None));
     assert_eq!(problem, Problem::CheckpointMismatch, "{detail}");

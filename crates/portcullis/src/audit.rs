@@ -271,14 +271,12 @@ fn verify(args: &LedgerArgs, key: Option<&str>, extra: &[PathBuf]) -> anyhow::Re
         (None, Some((key_file, _))) => own_key(key_file)?,
         (None, None) => None,
     };
+    let mut mirror_missing = None;
     if let Some((_, Some(mirror))) = &configured {
         let file = mirror.join("checkpoint");
         match std::fs::read_to_string(&file) {
             Ok(note) => opts.external.push((file.display().to_string(), note)),
-            Err(e) => eprintln!(
-                "note: no mirrored checkpoint at {} ({e}); checking the stored ones only",
-                file.display()
-            ),
+            Err(e) => mirror_missing = Some(format!("{} ({e})", file.display())),
         }
     }
     for f in extra {
@@ -299,6 +297,15 @@ fn verify(args: &LedgerArgs, key: Option<&str>, extra: &[PathBuf]) -> anyhow::Re
             root,
             checkpoints,
         } => {
+            if let Some(missing) = mirror_missing.filter(|_| checkpoints.checked > 0) {
+                // The ledger has signed checkpoints, so the mirror had them too: it was removed.
+                println!(
+                    "ledger verification FAILED: the configured mirror has no checkpoint at \
+                     {missing}, although the ledger holds signed checkpoints; the copy that would \
+                     show a truncated ledger is gone"
+                );
+                return Ok(ExitCode::from(1));
+            }
             println!(
                 "ledger OK: {events} events verified in {:.2} s; chain head {}; Merkle root {}",
                 started.elapsed().as_secs_f64(),

@@ -98,15 +98,23 @@ fn print_plan(plan: &RetentionPlan) {
     }
 }
 
-/// Applies the rules every `interval_mins` (and once at start) inside a running gateway.
-pub async fn schedule(cfg: Config, ledger_path: PathBuf, ledger: Ledger) {
-    if cfg.retention.rules.is_empty() {
-        return;
-    }
+/// Applies the rules every `interval_mins` (and once at start) inside a running gateway. The
+/// rules are read from the configuration file again at every run, so a legal hold added to it
+/// counts from the next run on, without a restart. If the file no longer parses, nothing is
+/// deleted until it does.
+pub async fn schedule(config_path: PathBuf, cfg: Config, ledger_path: PathBuf, ledger: Ledger) {
     let every = Duration::from_secs(cfg.retention.interval_mins.max(1) * 60);
     loop {
-        if let Err(e) = apply_once(&cfg, &ledger_path, &ledger).await {
-            tracing::error!(error = %e, "retention run failed; it is retried at the next interval");
+        match crate::config::parse(&config_path) {
+            Ok((now_cfg, ..)) if now_cfg.retention.rules.is_empty() => {}
+            Ok((now_cfg, ..)) => {
+                if let Err(e) = apply_once(&now_cfg, &ledger_path, &ledger).await {
+                    tracing::error!(error = %e, "retention run failed; it is retried at the next interval");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "retention skipped: the configuration does not parse; nothing is deleted until it does")
+            }
         }
         tokio::time::sleep(every).await;
     }

@@ -183,6 +183,7 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
         )));
     }
     let retention = tokio::spawn(crate::retention::schedule(
+        loaded.path.clone(),
         cfg.clone(),
         loaded.ledger_path.clone(),
         ledger.clone(),
