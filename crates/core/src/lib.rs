@@ -6,6 +6,7 @@
 //!
 //! The core knows nothing of wire formats; protocol crates translate into these types.
 
+pub mod calendar;
 pub mod config;
 pub mod event;
 

@@ -85,25 +85,7 @@ pub fn now_secs() -> i64 {
 
 /// RFC 3339 form of a Unix time, for messages.
 pub fn show_time(secs: i64) -> String {
-    // Civil-from-days (Howard Hinnant's algorithm), UTC.
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    portcullis_core::calendar::rfc3339_secs(secs)
 }
 
 /// The registered-claim checks, with messages that say which bound failed and by how much.

@@ -264,6 +264,11 @@ impl CheckpointSigner {
     }
 }
 
+/// The file in a mirror folder that holds the latest checkpoint.
+pub fn mirror_file(folder: &Path) -> PathBuf {
+    folder.join("checkpoint")
+}
+
 /// `<key file>.pub`: where the verifier key is written next to a new signing key.
 pub fn pub_path(key: &Path) -> PathBuf {
     let mut s = key.as_os_str().to_owned();

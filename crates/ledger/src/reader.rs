@@ -220,7 +220,7 @@ impl LedgerReader {
             .map_err(|e| LedgerError::sqlite(path, "setting busy_timeout", e))?;
         // Not essential: a failure only makes scans slower.
         let _ = conn.pragma_update(None, "mmap_size", MMAP_BYTES);
-        if !schema::has_events_table(&conn, path)? {
+        if !schema::has_table(&conn, path, "events")? {
             return Err(LedgerError::NotALedger {
                 path: path.to_path_buf(),
             });
@@ -628,7 +628,7 @@ impl LedgerReader {
     /// The stored checkpoints, oldest first (none if the ledger predates checkpoints).
     pub fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
         let err = |e| LedgerError::sqlite(&self.path, "reading checkpoints", e);
-        if !self.has_table("checkpoints")? {
+        if !schema::has_table(&self.conn, &self.path, "checkpoints")? {
             return Ok(Vec::new());
         }
         let mut stmt = self
@@ -653,16 +653,6 @@ impl LedgerReader {
             });
         }
         Ok(out)
-    }
-
-    fn has_table(&self, name: &str) -> Result<bool, LedgerError> {
-        self.conn
-            .query_row(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
-                [name],
-                |r| r.get::<_, i64>(0).map(|n| n > 0),
-            )
-            .map_err(|e| LedgerError::sqlite(&self.path, "reading the schema", e))
     }
 
     /// An inclusion proof of event `seq` in the tree of the stored checkpoint of size `size`

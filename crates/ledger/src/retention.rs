@@ -17,10 +17,8 @@ use portcullis_core::{EventData, NewEvent};
 
 use crate::error::LedgerError;
 use crate::reader::LedgerReader;
-use crate::seal::{day_number, Segment};
+use crate::seal::{day_number, Segment, DAY_US};
 use crate::writer::Ledger;
-
-const DAY_US: i64 = 86_400_000_000;
 
 /// What retention would do with one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -96,14 +96,7 @@ pub(crate) fn ensure(conn: &Connection, path: &Path) -> Result<(), LedgerError> 
 /// Refuses a ledger whose `meta.schema_version` is not ours. A file without the row (being
 /// created right now) passes.
 pub(crate) fn check_version(conn: &Connection, path: &Path) -> Result<(), LedgerError> {
-    let has_meta: bool = conn
-        .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
-            [],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
-        )
-        .map_err(|e| LedgerError::sqlite(path, "reading the schema", e))?;
-    if !has_meta {
+    if !has_table(conn, path, "meta")? {
         return Ok(());
     }
     let found: Option<String> = conn
@@ -124,11 +117,11 @@ pub(crate) fn check_version(conn: &Connection, path: &Path) -> Result<(), Ledger
     }
 }
 
-/// Whether the file has an `events` table.
-pub(crate) fn has_events_table(conn: &Connection, path: &Path) -> Result<bool, LedgerError> {
+/// Whether the file has a table of that name (`events`, `meta`, `checkpoints`).
+pub(crate) fn has_table(conn: &Connection, path: &Path, name: &str) -> Result<bool, LedgerError> {
     conn.query_row(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'",
-        [],
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
         |r| r.get::<_, i64>(0).map(|n| n > 0),
     )
     .map_err(|e| LedgerError::sqlite(path, "reading the schema", e))

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use portcullis_core::calendar::{civil_from_days, days_from_civil, days_in_month};
 use portcullis_core::{EventData, ParamValue, Sealed};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -36,7 +37,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::LedgerError;
 
-const DAY_US: i64 = 86_400_000_000;
+/// One day in microseconds (event timestamps are microseconds).
+pub(crate) const DAY_US: i64 = 86_400_000_000;
 
 /// The keys file of a ledger: `<ledger>-keys`.
 pub fn keys_path(ledger: &Path) -> PathBuf {
@@ -463,7 +465,7 @@ fn make_key(bytes: &[u8]) -> Option<LessSafeKey> {
 
 /// The UTC day of a timestamp, `YYYY-MM-DD`.
 pub fn day_of(ts_us: i64) -> String {
-    let (y, m, d) = civil(ts_us.div_euclid(DAY_US));
+    let (y, m, d) = civil_from_days(ts_us.div_euclid(DAY_US));
     format!("{y:04}-{m:02}-{d:02}")
 }
 
@@ -473,32 +475,10 @@ pub fn day_number(day: &str) -> Option<i64> {
     let y: i64 = it.next()?.parse().ok()?;
     let m: i64 = it.next()?.parse().ok()?;
     let d: i64 = it.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    if !(1..=12).contains(&m) || d < 1 || d > days_in_month(y, m) {
         return None;
     }
-    // Days from civil (proleptic Gregorian), after H. Hinnant's well-known derivation.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let n = era * 146_097 + doe - 719_468;
-    (civil(n) == (y + i64::from(m <= 2), m as u32, d as u32)).then_some(n)
-}
-
-/// Civil date of a day number (days since 1970-01-01).
-fn civil(n: i64) -> (i64, u32, u32) {
-    let z = n + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    Some(days_from_civil(y, m, d))
 }
 
 #[cfg(test)]

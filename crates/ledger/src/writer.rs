@@ -764,7 +764,7 @@ fn write_mirror(folder: &Path, note: &str) -> std::io::Result<()> {
         f.write_all(note.as_bytes())?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, folder.join("checkpoint"))?;
+    std::fs::rename(&tmp, crate::checkpoint::mirror_file(folder))?;
     sync_dir(folder);
     Ok(())
 }
@@ -1072,7 +1072,7 @@ impl Tree {
         // What must hold before writing on: (tree size, signed root, where it was found).
         let mut must_match: Vec<(u64, [u8; 32], String)> = Vec::new();
         if let Some(mirror) = &opts.mirror {
-            let file = mirror.join("checkpoint");
+            let file = crate::checkpoint::mirror_file(mirror);
             match std::fs::read_to_string(&file) {
                 Ok(note) => match verifier.open(&note) {
                     Ok(cp) if cp.size > head.seq => return Err(behind(cp.size)),

@@ -273,7 +273,7 @@ fn verify(args: &LedgerArgs, key: Option<&str>, extra: &[PathBuf]) -> anyhow::Re
     };
     let mut mirror_missing = None;
     if let Some((_, Some(mirror))) = &configured {
-        let file = mirror.join("checkpoint");
+        let file = portcullis_ledger::checkpoint::mirror_file(mirror);
         match std::fs::read_to_string(&file) {
             Ok(note) => opts.external.push((file.display().to_string(), note)),
             Err(e) => mirror_missing = Some(format!("{} ({e})", file.display())),
