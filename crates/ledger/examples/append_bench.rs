@@ -93,6 +93,7 @@ async fn run(dir: &std::path::Path, durability: Durability, appenders: usize, se
         sync_interval: Duration::from_millis(5),
         checkpoints: checkpoints(),
         seal: env_u64("PORTCULLIS_BENCH_SEAL", 1) != 0,
+        postgres: None,
     })
     .expect("open ledger");
     let stop = Arc::new(AtomicBool::new(false));
@@ -195,6 +196,7 @@ fn main() {
     let ledger = Ledger::open(LedgerOptions {
         checkpoints: checkpoints(),
         seal: env_u64("PORTCULLIS_BENCH_SEAL", 1) != 0,
+        postgres: None,
         ..LedgerOptions::new(&path)
     })
     .expect("open ledger");

@@ -225,12 +225,47 @@ pub enum LedgerError {
     )]
     Tampered { path: PathBuf, detail: String },
 
+    /// The PostgreSQL store refused or failed a request.
+    #[error("ledger store {path}: {context}: {source}{hint}")]
+    Postgres {
+        path: PathBuf,
+        context: &'static str,
+        #[source]
+        source: postgres::Error,
+        /// What to do about it (empty when the server's message says enough).
+        hint: &'static str,
+    },
+
+    /// The PostgreSQL store holds something this gateway cannot work with.
+    #[error("ledger store {path}: {detail}")]
+    Store { path: PathBuf, detail: String },
+
     /// A proof was asked for that the ledger cannot give.
     #[error("ledger {path}: {detail}")]
     Proof { path: PathBuf, detail: String },
 }
 
 impl LedgerError {
+    pub(crate) fn postgres(
+        path: impl Into<PathBuf>,
+        context: &'static str,
+        source: postgres::Error,
+    ) -> Self {
+        // A lost or refused connection deserves a hint; a server error explains itself.
+        let hint = if source.as_db_error().is_none() {
+            "; check that the database in store.url is reachable and accepts this user \
+             (statements are refused until it is)"
+        } else {
+            ""
+        };
+        LedgerError::Postgres {
+            path: path.into(),
+            context,
+            source,
+            hint,
+        }
+    }
+
     pub(crate) fn sqlite(
         path: impl Into<PathBuf>,
         context: &'static str,

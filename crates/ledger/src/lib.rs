@@ -72,6 +72,7 @@ pub mod chain;
 pub mod checkpoint;
 mod error;
 pub mod merkle;
+pub mod pg;
 pub mod reader;
 pub mod retention;
 mod schema;

@@ -178,16 +178,152 @@ impl std::fmt::Display for Problem {
     }
 }
 
-/// Read-only access to a ledger file.
+/// Read-only access to a ledger: the SQLite file, or a PostgreSQL store.
 #[derive(Debug)]
 pub struct LedgerReader {
-    conn: Connection,
+    db: Db,
     path: PathBuf,
     /// The segment keys, to open sealed fields (`None`: the ledger has no keys file).
     keys: std::sync::Mutex<Option<KeyStore>>,
 }
 
+/// Where a reader reads from.
+enum Db {
+    Sqlite(Connection),
+    Postgres(Box<std::sync::Mutex<crate::pg::Conn>>),
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Db::Sqlite(_) => "Sqlite",
+            Db::Postgres(_) => "Postgres",
+        })
+    }
+}
+
+/// One event row as either backend hands it out, borrowed; `None` where a column does not
+/// hold the type the ledger writes.
+struct RawRow<'a> {
+    seq: Option<i64>,
+    ts_us: Option<i64>,
+    session_id: Option<&'a [u8]>,
+    kind: Option<&'a [u8]>,
+    data: Option<&'a [u8]>,
+    prev_hash: Option<[u8; 32]>,
+    hash: Option<[u8; 32]>,
+}
+
+impl<'a> RawRow<'a> {
+    fn sqlite(row: &'a Row<'_>) -> rusqlite::Result<RawRow<'a>> {
+        let int = |v: ValueRef<'_>| match v {
+            ValueRef::Integer(i) => Some(i),
+            _ => None,
+        };
+        let text = |v: ValueRef<'a>| match v {
+            ValueRef::Text(t) => Some(t),
+            _ => None,
+        };
+        Ok(RawRow {
+            seq: int(row.get_ref(0)?),
+            ts_us: int(row.get_ref(1)?),
+            session_id: text(row.get_ref(2)?),
+            kind: text(row.get_ref(3)?),
+            data: text(row.get_ref(4)?),
+            prev_hash: blob32(row.get_ref(5)?),
+            hash: blob32(row.get_ref(6)?),
+        })
+    }
+
+    fn postgres(row: &'a postgres::Row) -> RawRow<'a> {
+        let text = |i| row.try_get::<_, &str>(i).ok().map(str::as_bytes);
+        let hash = |i| {
+            row.try_get::<_, &[u8]>(i)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        };
+        RawRow {
+            seq: row.try_get(0).ok(),
+            ts_us: row.try_get(1).ok(),
+            session_id: text(2),
+            kind: text(3),
+            data: text(4),
+            prev_hash: hash(5),
+            hash: hash(6),
+        }
+    }
+}
+
+/// Runs `f` where the blocking PostgreSQL client may run: on this thread, or on a scoped one
+/// when this thread drives an async runtime (the client would refuse to block it).
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|scope| match scope.spawn(f).join() {
+        Ok(v) => v,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
 impl LedgerReader {
+    /// Opens a PostgreSQL store (`store.kind = "postgres"`) for reading. Fails clearly when
+    /// the database cannot be reached or holds no ledger.
+    pub fn open_postgres(url: &str) -> Result<Self, LedgerError> {
+        off_runtime(|| {
+            let mut conn = crate::pg::Conn::open(url)?;
+            let name = conn.name.clone();
+            let client = conn.client()?;
+            if !crate::pg::has_tables(client, &name)? {
+                return Err(LedgerError::Store {
+                    path: name,
+                    detail: "this database holds no portcullis ledger (no table \
+                             portcullis.events): has a gateway run with this store.url?"
+                        .into(),
+                });
+            }
+            crate::pg::check_meta(client, &name)?;
+            let keys = crate::seal::KeyStore::open_postgres(crate::pg::Conn::open(url)?);
+            Ok(LedgerReader {
+                db: Db::Postgres(Box::new(std::sync::Mutex::new(conn))),
+                path: name,
+                keys: std::sync::Mutex::new(Some(keys)),
+            })
+        })
+    }
+
+    /// Runs `f` with the PostgreSQL client (off the async runtime), mapping its errors.
+    fn pg<T: Send>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send,
+    ) -> Result<T, LedgerError> {
+        let Db::Postgres(conn) = &self.db else {
+            return Err(LedgerError::Store {
+                path: self.path.clone(),
+                detail: "not a PostgreSQL store".into(),
+            });
+        };
+        off_runtime(|| Self::with_client(conn, context, f))
+    }
+
+    fn with_client<T>(
+        conn: &std::sync::Mutex<crate::pg::Conn>,
+        context: &'static str,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, LedgerError> {
+        let mut conn = conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let name = conn.name.clone();
+        let client = conn.client()?;
+        let out = f(client).map_err(|e| LedgerError::postgres(&name, context, e));
+        if out.is_err() && client.is_closed() {
+            conn.reset();
+        }
+        out
+    }
+
     /// Opens the ledger at `path` read-only. If a crashed gateway left events in the journal
     /// and no gateway holds the ledger now, they are first replayed into SQLite (the one write
     /// a reader does), so a reader always sees every acknowledged event. Fails clearly if there is no file, or if the file
@@ -228,7 +364,7 @@ impl LedgerReader {
         schema::check_version(&conn, path)?;
         let keys = KeyStore::open_ro(path)?;
         Ok(LedgerReader {
-            conn,
+            db: Db::Sqlite(conn),
             path: path.to_path_buf(),
             keys: std::sync::Mutex::new(keys),
         })
@@ -245,6 +381,12 @@ impl LedgerReader {
         let Ok(after) = i64::try_from(after_seq) else {
             return Ok(Vec::new()); // beyond any storable seq
         };
+        if let Db::Postgres(_) = self.db {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM portcullis.events WHERE seq > $1 ORDER BY seq LIMIT $2"
+            );
+            return self.pg_select(&sql, vec![after, clamp(limit)], None);
+        }
         let sql = format!("SELECT {COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2");
         self.select(&sql, (after, clamp(limit)))
     }
@@ -252,12 +394,24 @@ impl LedgerReader {
     /// Every event of one kind, in ascending order (the grant events the gateway replays at
     /// start, for instance).
     pub fn of_kind(&self, kind: &str) -> Result<Vec<StoredEvent>, LedgerError> {
+        if let Db::Postgres(_) = self.db {
+            let sql =
+                format!("SELECT {COLUMNS} FROM portcullis.events WHERE kind = $1 ORDER BY seq");
+            return self.pg_select(&sql, Vec::new(), Some(kind));
+        }
         let sql = format!("SELECT {COLUMNS} FROM events WHERE kind = ?1 ORDER BY seq");
         self.select(&sql, [kind])
     }
 
     /// The last `n` events, in ascending order.
     pub fn last(&self, n: usize) -> Result<Vec<StoredEvent>, LedgerError> {
+        if let Db::Postgres(_) = self.db {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM portcullis.events ORDER BY seq \
+                 DESC LIMIT $1) AS last ORDER BY seq"
+            );
+            return self.pg_select(&sql, vec![clamp(n)], None);
+        }
         let sql = format!(
             "SELECT {COLUMNS} FROM (SELECT {COLUMNS} FROM events ORDER BY seq DESC LIMIT ?1) \
              ORDER BY seq"
@@ -267,8 +421,18 @@ impl LedgerReader {
 
     /// The number of stored events.
     pub fn count(&self) -> Result<u64, LedgerError> {
-        self.conn
-            .query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
+        let conn = match &self.db {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(_) => {
+                return self
+                    .pg("counting events", |c| {
+                        c.query_one("SELECT count(*) FROM portcullis.events", &[])?
+                            .try_get::<_, i64>(0)
+                    })
+                    .map(|n| n.max(0) as u64)
+            }
+        };
+        conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))
             .map(|n| n.max(0) as u64)
             .map_err(|e| LedgerError::sqlite(&self.path, "counting events", e))
     }
@@ -279,78 +443,98 @@ impl LedgerReader {
         params: impl rusqlite::Params,
     ) -> Result<Vec<StoredEvent>, LedgerError> {
         let err = |e| LedgerError::sqlite(&self.path, "reading events", e);
-        let mut stmt = self.conn.prepare_cached(sql).map_err(err)?;
+        let Db::Sqlite(conn) = &self.db else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = conn.prepare_cached(sql).map_err(err)?;
         let mut rows = stmt.query(params).map_err(err)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(err)? {
-            out.push(self.stored(row)?);
+            out.push(self.stored(&RawRow::sqlite(row).map_err(err)?)?);
         }
         Ok(out)
     }
 
-    fn stored(&self, row: &Row<'_>) -> Result<StoredEvent, LedgerError> {
-        let err = |e| LedgerError::sqlite(&self.path, "reading events", e);
-        let raw_seq: i64 = row.get(0).map_err(err)?;
-        let malformed = |detail: &str| LedgerError::Malformed {
-            path: self.path.clone(),
-            seq: raw_seq,
-            detail: detail.to_string(),
+    /// Events from the PostgreSQL store: `ints` are the query's integer parameters, `text`
+    /// (if any) its one text parameter.
+    fn pg_select(
+        &self,
+        sql: &str,
+        ints: Vec<i64>,
+        text: Option<&str>,
+    ) -> Result<Vec<StoredEvent>, LedgerError> {
+        let Db::Postgres(conn) = &self.db else {
+            return Ok(Vec::new());
         };
-        let text = |i: usize, name: &str| -> Result<String, LedgerError> {
-            match row.get_ref(i).map_err(err)? {
-                ValueRef::Text(t) => String::from_utf8(t.to_vec())
-                    .map_err(|_| malformed(&format!("{name} is not valid UTF-8"))),
-                _ => Err(malformed(&format!("{name} is not text"))),
-            }
-        };
-        let hash = |i: usize, name: &str| -> Result<[u8; 32], LedgerError> {
-            blob32(row.get_ref(i).map_err(err)?)
-                .ok_or_else(|| malformed(&format!("{name} is not a 32-byte blob")))
-        };
-        Ok(StoredEvent {
-            seq: u64::try_from(raw_seq).map_err(|_| malformed("negative seq"))?,
-            ts_us: match row.get_ref(1).map_err(err)? {
-                ValueRef::Integer(t) => t,
-                _ => return Err(malformed("ts_us is not an integer")),
-            },
-            session_id: text(2, "session_id")?,
-            kind: text(3, "kind")?,
-            data: text(4, "data")?,
-            prev_hash: hash(5, "prev_hash")?,
-            hash: hash(6, "hash")?,
-            opened: None,
+        let (path, keys) = (&self.path, &self.keys);
+        // The rows are opened (keys looked up in the store) off the async runtime too.
+        off_runtime(|| {
+            let rows = Self::with_client(conn, "reading events", |c| {
+                let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> = Vec::new();
+                if let Some(t) = &text {
+                    params.push(t);
+                }
+                for i in &ints {
+                    params.push(i);
+                }
+                c.query(sql, &params)
+            })?;
+            rows.iter()
+                .map(|r| to_event(path, keys, &RawRow::postgres(r)))
+                .collect()
         })
-        .map(|mut ev| {
-            let mut keys = self
-                .keys
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(k) = keys.as_mut() {
-                ev.opened = k.unseal(&ev.data);
-            }
-            ev
-        })
+    }
+
+    fn stored(&self, row: &RawRow<'_>) -> Result<StoredEvent, LedgerError> {
+        to_event(&self.path, &self.keys, row)
     }
 
     /// The segments of the keys file (none if the ledger has no keys file).
     pub fn segments(&self) -> Result<Vec<crate::seal::Segment>, LedgerError> {
-        let keys = self
-            .keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        match keys.as_ref() {
-            Some(k) => k.segments(),
-            None => Ok(Vec::new()),
-        }
+        let keys = &self.keys;
+        off_runtime(|| {
+            let mut keys = keys
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match keys.as_mut() {
+                Some(k) => k.segments(),
+                None => Ok(Vec::new()),
+            }
+        })
     }
 
     /// First seq, last seq and number of the events sealed under each segment.
     pub fn segment_ranges(
         &self,
     ) -> Result<std::collections::HashMap<String, (u64, u64, u64)>, LedgerError> {
+        let conn = match &self.db {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(_) => {
+                return self.pg("reading segments", |c| {
+                    let rows = c.query(
+                        "SELECT s, min(seq), max(seq), count(*) FROM (SELECT \
+                         (data::jsonb) #>> '{sealed,segment}' AS s, seq FROM portcullis.events \
+                         WHERE kind IN ('statement', 'result')) AS e WHERE s IS NOT NULL \
+                         GROUP BY s",
+                        &[],
+                    )?;
+                    rows.iter()
+                        .map(|r| {
+                            Ok((
+                                r.try_get::<_, String>(0)?,
+                                (
+                                    r.try_get::<_, i64>(1)? as u64,
+                                    r.try_get::<_, i64>(2)? as u64,
+                                    r.try_get::<_, i64>(3)? as u64,
+                                ),
+                            ))
+                        })
+                        .collect()
+                })
+            }
+        };
         let err = |e| LedgerError::sqlite(&self.path, "reading segments", e);
-        let mut stmt = self
-            .conn
+        let mut stmt = conn
             .prepare(
                 "SELECT json_extract(data, '$.sealed.segment') AS s, min(seq), max(seq), count(*) \
                  FROM events WHERE kind IN ('statement', 'result') AND s IS NOT NULL GROUP BY s",
@@ -415,10 +599,6 @@ impl LedgerReader {
             });
         }
         targets.retain(|t| t.size > 0);
-        let err = |e| LedgerError::sqlite(&self.path, "reading events for verification", e);
-        let sql = format!("SELECT {COLUMNS} FROM events ORDER BY seq");
-        let mut stmt = self.conn.prepare(&sql).map_err(err)?;
-        let mut rows = stmt.query([]).map_err(err)?;
         let mut prev = GENESIS;
         let mut checked: u64 = 0;
         let mut until_progress = PROGRESS_EVERY;
@@ -449,44 +629,41 @@ impl LedgerReader {
                 (frontier, None)
             });
             let mut batch: Vec<Hash> = Vec::with_capacity(TREE_BATCH);
-            let scanned = (|| -> Result<(), LedgerError> {
-                while let Some(row) = rows.next().map_err(err)? {
-                    let expected = checked + 1;
-                    match check_row(row, expected, &prev).map_err(err)? {
-                        Check::Linked(hash) => {
-                            prev = hash;
-                            checked = expected;
-                            batch.push(hash);
-                            if batch.len() == TREE_BATCH {
-                                let fresh = recycled
-                                    .try_recv()
-                                    .unwrap_or_else(|_| Vec::with_capacity(TREE_BATCH));
-                                if to_tree.send(std::mem::replace(&mut batch, fresh)).is_err() {
-                                    return Ok(()); // the tree found a mismatch: stop
-                                }
-                                batch.clear();
+            let scanned = self.scan(&mut |row| {
+                let expected = checked + 1;
+                match check_row(row, expected, &prev) {
+                    Check::Linked(hash) => {
+                        prev = hash;
+                        checked = expected;
+                        batch.push(hash);
+                        if batch.len() == TREE_BATCH {
+                            let fresh = recycled
+                                .try_recv()
+                                .unwrap_or_else(|_| Vec::with_capacity(TREE_BATCH));
+                            if to_tree.send(std::mem::replace(&mut batch, fresh)).is_err() {
+                                return false; // the tree found a mismatch: stop
                             }
-                            until_progress -= 1;
-                            if until_progress == 0 {
-                                progress(checked);
-                                until_progress = PROGRESS_EVERY;
-                            }
+                            batch.clear();
                         }
-                        Check::Broken(b) => {
-                            broken = Some((b, expected));
-                            return Ok(());
+                        until_progress -= 1;
+                        if until_progress == 0 {
+                            progress(checked);
+                            until_progress = PROGRESS_EVERY;
                         }
                     }
+                    Check::Broken(b) => {
+                        broken = Some((b, expected));
+                        return false;
+                    }
                 }
-                Ok(())
-            })();
+                true
+            });
             let _ = to_tree.send(batch);
             drop(to_tree);
             let joined = tree.join();
             scanned.map(|()| joined)
         })?
         .unwrap_or_else(|_| (Frontier::new(), Some((usize::MAX, GENESIS))));
-        drop(rows);
         if let Some((i, root)) = mismatch {
             let Some(t) = targets.get(i) else {
                 return Err(LedgerError::Proof {
@@ -627,12 +804,43 @@ impl LedgerReader {
 
     /// The stored checkpoints, oldest first (none if the ledger predates checkpoints).
     pub fn checkpoints(&self) -> Result<Vec<StoredCheckpoint>, LedgerError> {
+        let conn = match &self.db {
+            Db::Sqlite(conn) => conn,
+            Db::Postgres(_) => {
+                let rows = self.pg("reading checkpoints", |c| {
+                    c.query(
+                        "SELECT tree_size, ts_us, root, note FROM portcullis.checkpoints \
+                         ORDER BY tree_size",
+                        &[],
+                    )
+                })?;
+                let err = |e| LedgerError::postgres(&self.path, "reading checkpoints", e);
+                return rows
+                    .iter()
+                    .map(|r| {
+                        let size: i64 = r.try_get(0).map_err(err)?;
+                        let root: &[u8] = r.try_get(2).map_err(err)?;
+                        Ok(StoredCheckpoint {
+                            size: size.max(0) as u64,
+                            ts_us: r.try_get(1).map_err(err)?,
+                            root: <[u8; 32]>::try_from(root).map_err(|_| {
+                                LedgerError::Malformed {
+                                    path: self.path.clone(),
+                                    seq: size,
+                                    detail: "checkpoint row: root is not 32 bytes".into(),
+                                }
+                            })?,
+                            note: r.try_get(3).map_err(err)?,
+                        })
+                    })
+                    .collect();
+            }
+        };
         let err = |e| LedgerError::sqlite(&self.path, "reading checkpoints", e);
-        if !schema::has_table(&self.conn, &self.path, "checkpoints")? {
+        if !schema::has_table(conn, &self.path, "checkpoints")? {
             return Ok(Vec::new());
         }
-        let mut stmt = self
-            .conn
+        let mut stmt = conn
             .prepare("SELECT tree_size, ts_us, root, note FROM checkpoints ORDER BY tree_size")
             .map_err(err)?;
         let mut rows = stmt.query([]).map_err(err)?;
@@ -690,21 +898,17 @@ impl LedgerReader {
                 }
             )));
         }
-        let err = |e| LedgerError::sqlite(&self.path, "reading event hashes for a proof", e);
         let mut leaves =
             Vec::with_capacity(usize::try_from(cp.size.min(self.count()?)).unwrap_or(0));
-        {
-            let mut stmt = self
-                .conn
-                .prepare("SELECT hash FROM events WHERE seq <= ?1 ORDER BY seq")
-                .map_err(err)?;
-            let mut rows = stmt.query([cp.size as i64]).map_err(err)?;
-            while let Some(row) = rows.next().map_err(err)? {
-                let h = blob32(row.get_ref(0).map_err(err)?).ok_or_else(|| {
-                    proof_err("an event hash is not 32 bytes: run `portcullis audit verify`".into())
-                })?;
-                leaves.push(event_leaf(&h));
-            }
+        let mut bad = false;
+        self.scan_hashes(cp.size, &mut |h| match h {
+            Some(h) => leaves.push(event_leaf(&h)),
+            None => bad = true,
+        })?;
+        if bad {
+            return Err(proof_err(
+                "an event hash is not 32 bytes: run `portcullis audit verify`".into(),
+            ));
         }
         if leaves.len() as u64 != cp.size || merkle::root(&leaves) != cp.root {
             return Err(proof_err(format!(
@@ -728,6 +932,81 @@ impl LedgerReader {
             root: cp.root,
             checkpoint: cp.note.clone(),
         })
+    }
+
+    /// Hands every event row to `f` in `seq` order, from one consistent snapshot, until `f`
+    /// returns `false`. Rows are borrowed from the backend (nothing is allocated per row).
+    /// With a PostgreSQL store this blocks the calling thread, which must not be an async
+    /// runtime's worker (`f` need not be `Send`, so it cannot move to another thread).
+    fn scan(&self, f: &mut dyn FnMut(&RawRow<'_>) -> bool) -> Result<(), LedgerError> {
+        match &self.db {
+            Db::Sqlite(conn) => {
+                let err = |e| LedgerError::sqlite(&self.path, "reading events for verification", e);
+                let sql = format!("SELECT {COLUMNS} FROM events ORDER BY seq");
+                let mut stmt = conn.prepare(&sql).map_err(err)?;
+                let mut rows = stmt.query([]).map_err(err)?;
+                while let Some(row) = rows.next().map_err(err)? {
+                    if !f(&RawRow::sqlite(row).map_err(err)?) {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            Db::Postgres(conn) => Self::with_client(conn, "reading events for verification", |c| {
+                use postgres::fallible_iterator::FallibleIterator;
+                let mut tx = c
+                    .build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()?;
+                let sql = format!("SELECT {COLUMNS} FROM portcullis.events ORDER BY seq");
+                let mut rows = tx.query_raw(&sql, std::iter::empty::<i64>())?;
+                while let Some(row) = rows.next()? {
+                    if !f(&RawRow::postgres(&row)) {
+                        break;
+                    }
+                }
+                drop(rows);
+                tx.commit()
+            }),
+        }
+    }
+
+    /// Hands the hash of every event up to `size` to `f` in `seq` order (`None`: not 32 bytes).
+    fn scan_hashes(
+        &self,
+        size: u64,
+        f: &mut (dyn FnMut(Option<Hash>) + Send),
+    ) -> Result<(), LedgerError> {
+        let size = i64::try_from(size).unwrap_or(i64::MAX);
+        match &self.db {
+            Db::Sqlite(conn) => {
+                let err =
+                    |e| LedgerError::sqlite(&self.path, "reading event hashes for a proof", e);
+                let mut stmt = conn
+                    .prepare("SELECT hash FROM events WHERE seq <= ?1 ORDER BY seq")
+                    .map_err(err)?;
+                let mut rows = stmt.query([size]).map_err(err)?;
+                while let Some(row) = rows.next().map_err(err)? {
+                    f(blob32(row.get_ref(0).map_err(err)?));
+                }
+                Ok(())
+            }
+            Db::Postgres(_) => self.pg("reading event hashes for a proof", |c| {
+                use postgres::fallible_iterator::FallibleIterator;
+                let mut rows = c.query_raw(
+                    "SELECT hash FROM portcullis.events WHERE seq <= $1 ORDER BY seq",
+                    [size],
+                )?;
+                while let Some(row) = rows.next()? {
+                    f(row
+                        .try_get::<_, &[u8]>(0)
+                        .ok()
+                        .and_then(|b| <[u8; 32]>::try_from(b).ok()));
+                }
+                Ok(())
+            }),
+        }
     }
 
     /// Turns the first failed check into a report, looking further into the file (only on
@@ -846,15 +1125,80 @@ impl LedgerReader {
     /// The lowest seq whose `column` (`hash` or `prev_hash`) equals `value`, if any (a full
     /// scan: diagnostics only).
     fn seq_where(&self, column: &'static str, value: &[u8; 32]) -> Option<u64> {
-        let sql = format!("SELECT seq FROM events WHERE {column} = ?1 ORDER BY seq LIMIT 1");
-        self.conn
-            .query_row(&sql, [&value[..]], |r| r.get::<_, i64>(0))
-            .optional()
-            .ok()
-            .flatten()
+        let found = match &self.db {
+            Db::Sqlite(conn) => {
+                let sql =
+                    format!("SELECT seq FROM events WHERE {column} = ?1 ORDER BY seq LIMIT 1");
+                conn.query_row(&sql, [&value[..]], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .ok()
+                    .flatten()
+            }
+            Db::Postgres(_) => {
+                let sql = format!(
+                    "SELECT seq FROM portcullis.events WHERE {column} = $1 ORDER BY seq LIMIT 1"
+                );
+                self.pg("diagnosing a broken chain", |c| {
+                    c.query_opt(&sql, &[&&value[..]])?
+                        .map(|r| r.try_get::<_, i64>(0))
+                        .transpose()
+                })
+                .ok()
+                .flatten()
+            }
+        };
+        found
             .and_then(|s| u64::try_from(s).ok())
             .filter(|&s| s >= 1)
     }
+}
+
+/// A stored event from a row, its sealed fields opened with `keys` when they can be.
+fn to_event(
+    path: &Path,
+    keys: &std::sync::Mutex<Option<KeyStore>>,
+    row: &RawRow<'_>,
+) -> Result<StoredEvent, LedgerError> {
+    let raw_seq = row.seq.unwrap_or(-1);
+    let malformed = |detail: &str| LedgerError::Malformed {
+        path: path.to_path_buf(),
+        seq: raw_seq,
+        detail: detail.to_string(),
+    };
+    let text = |v: Option<&[u8]>, name: &str| -> Result<String, LedgerError> {
+        match v {
+            Some(t) => String::from_utf8(t.to_vec())
+                .map_err(|_| malformed(&format!("{name} is not valid UTF-8"))),
+            None => Err(malformed(&format!("{name} is not text"))),
+        }
+    };
+    let hash = |v: Option<[u8; 32]>, name: &str| -> Result<[u8; 32], LedgerError> {
+        v.ok_or_else(|| malformed(&format!("{name} is not a 32-byte blob")))
+    };
+    Ok(StoredEvent {
+        seq: row
+            .seq
+            .and_then(|s| u64::try_from(s).ok())
+            .ok_or_else(|| malformed("seq is not a positive integer"))?,
+        ts_us: row
+            .ts_us
+            .ok_or_else(|| malformed("ts_us is not an integer"))?,
+        session_id: text(row.session_id, "session_id")?,
+        kind: text(row.kind, "kind")?,
+        data: text(row.data, "data")?,
+        prev_hash: hash(row.prev_hash, "prev_hash")?,
+        hash: hash(row.hash, "hash")?,
+        opened: None,
+    })
+    .map(|mut ev| {
+        let mut keys = keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(k) = keys.as_mut() {
+            ev.opened = k.unseal(&ev.data);
+        }
+        ev
+    })
 }
 
 /// A checkpoint to compare with the events during verification.
@@ -1037,37 +1381,35 @@ enum BrokenRow {
 }
 
 /// Checks the row that should be event `expected`, following `prev`. Borrows the column
-/// values from SQLite; copies only when the row is broken.
-fn check_row(row: &Row<'_>, expected: u64, prev: &[u8; 32]) -> rusqlite::Result<Check> {
-    let broken = |b| Ok(Check::Broken(b));
-    let seq = match row.get_ref(0)? {
-        ValueRef::Integer(s) => s,
-        _ => return broken(BrokenRow::BadColumn { column: "seq" }),
+/// values from the backend; copies only when the row is broken.
+fn check_row(row: &RawRow<'_>, expected: u64, prev: &[u8; 32]) -> Check {
+    let broken = Check::Broken;
+    let Some(seq) = row.seq else {
+        return broken(BrokenRow::BadColumn { column: "seq" });
     };
     if u64::try_from(seq).ok() != Some(expected) {
         return broken(BrokenRow::BadSeq { seq });
     }
-    let ts_us = match row.get_ref(1)? {
-        ValueRef::Integer(t) => t,
-        _ => return broken(BrokenRow::BadColumn { column: "ts_us" }),
+    let Some(ts_us) = row.ts_us else {
+        return broken(BrokenRow::BadColumn { column: "ts_us" });
     };
-    let ValueRef::Text(session_id) = row.get_ref(2)? else {
+    let Some(session_id) = row.session_id else {
         return broken(BrokenRow::BadColumn {
             column: "session_id",
         });
     };
-    let ValueRef::Text(kind) = row.get_ref(3)? else {
+    let Some(kind) = row.kind else {
         return broken(BrokenRow::BadColumn { column: "kind" });
     };
-    let ValueRef::Text(data) = row.get_ref(4)? else {
+    let Some(data) = row.data else {
         return broken(BrokenRow::BadColumn { column: "data" });
     };
-    let Some(prev_hash) = blob32(row.get_ref(5)?) else {
+    let Some(prev_hash) = row.prev_hash else {
         return broken(BrokenRow::BadColumn {
             column: "prev_hash",
         });
     };
-    let Some(hash) = blob32(row.get_ref(6)?) else {
+    let Some(hash) = row.hash else {
         return broken(BrokenRow::BadColumn { column: "hash" });
     };
     let computed = event_hash(&prev_hash, expected, ts_us, kind, session_id, data);
@@ -1088,5 +1430,5 @@ fn check_row(row: &Row<'_>, expected: u64, prev: &[u8; 32]) -> rusqlite::Result<
     if prev_hash != *prev {
         return broken(BrokenRow::Unlinked { row: owned() });
     }
-    Ok(Check::Linked(hash))
+    Check::Linked(hash)
 }

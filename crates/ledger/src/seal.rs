@@ -96,10 +96,17 @@ pub struct Segment {
     pub deleted: bool,
 }
 
+/// Where the keys are kept: the SQLite keys file, or the PostgreSQL store's
+/// `portcullis.segment_keys` table (shared by every gateway of the store).
+enum KeyDb {
+    Sqlite(Connection),
+    Postgres(Box<crate::pg::Conn>),
+}
+
 /// The keys of a ledger's segments (writer or reader side).
 pub struct KeyStore {
     path: PathBuf,
-    conn: Connection,
+    conn: KeyDb,
     cache: HashMap<String, Slot>,
     rng: SystemRandom,
     /// Connection of each open session (result events name only their session).
@@ -142,7 +149,14 @@ impl KeyStore {
         )
         .map_err(|e| key_err(&path, e))?;
         conn.execute_batch(CREATE).map_err(|e| key_err(&path, e))?;
-        Ok(KeyStore::new(path, conn))
+        Ok(KeyStore::new(path, KeyDb::Sqlite(conn)))
+    }
+
+    /// The keys of a PostgreSQL store (its own connection; the tables exist after
+    /// [`crate::pg::migrate`]).
+    pub(crate) fn open_postgres(conn: crate::pg::Conn) -> KeyStore {
+        let path = conn.name.clone();
+        KeyStore::new(path, KeyDb::Postgres(Box::new(conn)))
     }
 
     /// Opens the keys file read-only; `None` if the ledger has none (it predates sealing).
@@ -155,10 +169,10 @@ impl KeyStore {
             .map_err(|e| key_err(&path, e))?;
         conn.busy_timeout(crate::schema::BUSY_TIMEOUT)
             .map_err(|e| key_err(&path, e))?;
-        Ok(Some(KeyStore::new(path, conn)))
+        Ok(Some(KeyStore::new(path, KeyDb::Sqlite(conn))))
     }
 
-    fn new(path: PathBuf, conn: Connection) -> KeyStore {
+    fn new(path: PathBuf, conn: KeyDb) -> KeyStore {
         let rng = SystemRandom::new();
         let mut nonce_prefix = [0u8; 8];
         // A failure leaves zeros, and the first seal draws again (see next_nonce).
@@ -190,34 +204,69 @@ impl KeyStore {
     }
 
     /// Every segment, oldest day first.
-    pub fn segments(&self) -> Result<Vec<Segment>, LedgerError> {
-        let err = |e| key_err(&self.path, e);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT segment, connection, day, key IS NULL FROM segment_keys ORDER BY day, segment")
-            .map_err(err)?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok(Segment {
-                    segment: r.get(0)?,
-                    connection: r.get(1)?,
-                    day: r.get(2)?,
-                    deleted: r.get(3)?,
-                })
-            })
-            .map_err(err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    pub fn segments(&mut self) -> Result<Vec<Segment>, LedgerError> {
+        const SQL: &str = "SELECT segment, connection, day, key IS NULL FROM segment_keys \
+                           ORDER BY day, segment";
+        match &mut self.conn {
+            KeyDb::Sqlite(conn) => {
+                let err = |e| key_err(&self.path, e);
+                let mut stmt = conn.prepare(SQL).map_err(err)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok(Segment {
+                            segment: r.get(0)?,
+                            connection: r.get(1)?,
+                            day: r.get(2)?,
+                            deleted: r.get(3)?,
+                        })
+                    })
+                    .map_err(err)?;
+                rows.collect::<Result<Vec<_>, _>>().map_err(err)
+            }
+            KeyDb::Postgres(conn) => {
+                let rows = conn
+                    .client()?
+                    .query(&SQL.replace("FROM ", "FROM portcullis."), &[])
+                    .map_err(|e| key_err(&self.path, e))?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(Segment {
+                            segment: r.try_get(0)?,
+                            connection: r.try_get(1)?,
+                            day: r.try_get(2)?,
+                            deleted: r.try_get(3)?,
+                        })
+                    })
+                    .collect::<Result<Vec<_>, postgres::Error>>()
+                    .map_err(|e| key_err(&self.path, e))
+            }
+        }
     }
 
     /// Destroys a segment's key (crypto-shredding). Idempotent.
     pub fn delete(&mut self, segment: &str, rule: &str) -> Result<(), LedgerError> {
-        self.conn
-            .execute(
-                "UPDATE segment_keys SET key = NULL, deleted_us = ?2, deleted_rule = ?3 \
-                 WHERE segment = ?1",
-                (segment, portcullis_core::now_us(), rule),
-            )
-            .map_err(|e| key_err(&self.path, e))?;
+        let now = portcullis_core::now_us();
+        match &mut self.conn {
+            KeyDb::Sqlite(conn) => conn
+                .execute(
+                    "UPDATE segment_keys SET key = NULL, deleted_us = ?2, deleted_rule = ?3 \
+                     WHERE segment = ?1",
+                    (segment, now, rule),
+                )
+                .map(drop)
+                .map_err(|e| key_err(&self.path, e))?,
+            // The row's old version stays in the table's pages until VACUUM reclaims them
+            // (PostgreSQL has no secure_delete): see docs/ledger.md.
+            KeyDb::Postgres(conn) => conn
+                .client()?
+                .execute(
+                    "UPDATE portcullis.segment_keys SET key = NULL, deleted_us = $2, \
+                     deleted_rule = $3 WHERE segment = $1",
+                    &[&segment, &now, &rule],
+                )
+                .map(drop)
+                .map_err(|e| key_err(&self.path, e))?,
+        }
         self.cache.insert(segment.to_string(), Slot::Deleted);
         if self.last.as_ref().is_some_and(|l| l.2 == segment) {
             self.last = None;
@@ -230,15 +279,24 @@ impl KeyStore {
         if let Some(slot) = self.cache.get(segment) {
             return Ok(Some(slot.clone()));
         }
-        let row: Option<Option<Vec<u8>>> = self
-            .conn
-            .query_row(
-                "SELECT key FROM segment_keys WHERE segment = ?1",
-                [segment],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| key_err(&self.path, e))?;
+        let row: Option<Option<Vec<u8>>> = match &mut self.conn {
+            KeyDb::Sqlite(conn) => conn
+                .query_row(
+                    "SELECT key FROM segment_keys WHERE segment = ?1",
+                    [segment],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| key_err(&self.path, e))?,
+            KeyDb::Postgres(conn) => conn
+                .client()?
+                .query_opt(
+                    "SELECT key FROM portcullis.segment_keys WHERE segment = $1",
+                    &[&segment],
+                )
+                .and_then(|r| r.map(|r| r.try_get(0)).transpose())
+                .map_err(|e| key_err(&self.path, e))?,
+        };
         let slot = match row {
             None => return Ok(None),
             Some(None) => Slot::Deleted,
@@ -277,19 +335,33 @@ impl KeyStore {
                     self.rng
                         .fill(&mut bytes)
                         .map_err(|_| key_err(&self.path, "no randomness for a new key"))?;
-                    self.conn
-                        .execute(
-                            "INSERT INTO segment_keys (segment, connection, day, created_us, key) \
-                             VALUES (?1, ?2, ?3, ?4, ?5)",
-                            (
-                                &segment,
-                                connection,
-                                day,
-                                portcullis_core::now_us(),
-                                &bytes[..],
-                            ),
-                        )
-                        .map_err(|e| key_err(&self.path, e))?;
+                    let now = portcullis_core::now_us();
+                    match &mut self.conn {
+                        KeyDb::Sqlite(conn) => conn
+                            .execute(
+                                "INSERT INTO segment_keys (segment, connection, day, created_us, \
+                                 key) VALUES (?1, ?2, ?3, ?4, ?5)",
+                                (&segment, connection, day, now, &bytes[..]),
+                            )
+                            .map(drop)
+                            .map_err(|e| key_err(&self.path, e))?,
+                        KeyDb::Postgres(conn) => {
+                            // Another gateway may create the same segment's key at the same
+                            // moment: the first insert wins and both use its key.
+                            conn.client()?
+                                .execute(
+                                    "INSERT INTO portcullis.segment_keys (segment, connection, \
+                                     day, created_us, key) VALUES ($1, $2, $3, $4, $5) \
+                                     ON CONFLICT (segment) DO NOTHING",
+                                    &[&segment, &connection, &day, &now, &&bytes[..]],
+                                )
+                                .map_err(|e| key_err(&self.path, e))?;
+                            match self.lookup(&segment)? {
+                                Some(Slot::Live(k)) => return Ok((segment, k)),
+                                _ => continue, // deleted meanwhile: next generation
+                            }
+                        }
+                    }
                     let key = std::sync::Arc::new(
                         make_key(&bytes).ok_or_else(|| key_err(&self.path, "bad key length"))?,
                     );

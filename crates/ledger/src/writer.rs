@@ -63,7 +63,7 @@ use crate::seal::KeyStore;
 
 /// Upper bound on the events of one group commit. A larger single submission still goes into
 /// one write (its events must stay consecutive); the cap only stops draining the queue.
-const MAX_BATCH_EVENTS: usize = 10_000;
+pub(crate) const MAX_BATCH_EVENTS: usize = 10_000;
 
 /// WAL size, in pages (4 KiB), that triggers a checkpoint of the index.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
@@ -100,6 +100,10 @@ pub struct LedgerOptions {
     /// Seal SQL text, parameters and error messages under per-segment keys, so that
     /// retention can delete them (see [`crate::seal`]). On by default.
     pub seal: bool,
+    /// Keep the events in this PostgreSQL database (a `postgres://` URL) instead of the
+    /// SQLite file, shared with other gateways (see [`crate::pg`]). `path` then only names
+    /// nothing; [`LedgerOptions::postgres`] sets both.
+    pub postgres: Option<String>,
 }
 
 /// When and how the ledger signs checkpoints of its Merkle tree.
@@ -124,6 +128,15 @@ impl LedgerOptions {
             sync_interval: Duration::from_millis(5),
             checkpoints: None,
             seal: true,
+            postgres: None,
+        }
+    }
+
+    /// Options for a PostgreSQL store at `url`, with the same defaults as [`new`](Self::new).
+    pub fn postgres(url: &str) -> Self {
+        LedgerOptions {
+            postgres: Some(url.to_string()),
+            ..LedgerOptions::new(crate::pg::display_name(url))
         }
     }
 }
@@ -156,13 +169,19 @@ pub struct LedgerStats {
 /// Dropping the last clone closes the ledger (see [`Ledger::close`]).
 #[derive(Clone)]
 pub struct Ledger {
-    inner: Arc<Inner>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Arc<Inner>),
+    Postgres(Arc<crate::pg::writer::PgLedger>),
 }
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ledger")
-            .field("path", &self.inner.shared.path)
+            .field("path", &self.path())
             .field("stats", &self.stats())
             .finish()
     }
@@ -217,9 +236,9 @@ struct SyncState {
     shutdown: bool,
 }
 
-struct Submission {
-    events: Vec<NewEvent>,
-    reply: Option<oneshot::Sender<Result<u64, LedgerError>>>,
+pub(crate) struct Submission {
+    pub(crate) events: Vec<NewEvent>,
+    pub(crate) reply: Option<oneshot::Sender<Result<u64, LedgerError>>>,
 }
 
 /// One event as stored: what goes into the journal and then into SQLite.
@@ -258,7 +277,16 @@ impl Ledger {
     ///
     /// Opening does not verify the whole chain (that takes a while on a large ledger); run
     /// [`crate::LedgerReader::verify`] for that.
+    ///
+    /// With [`LedgerOptions::postgres`] set, connects to that store instead, creates or
+    /// upgrades its tables, and starts its writer thread (see [`crate::pg`]).
     pub fn open(opts: LedgerOptions) -> Result<Ledger, LedgerError> {
+        if let Some(url) = opts.postgres.clone() {
+            let pg = crate::pg::writer::PgLedger::open(&url, opts)?;
+            return Ok(Ledger {
+                backend: Backend::Postgres(Arc::new(pg)),
+            });
+        }
         let path = opts.path;
         let folder = path
             .parent()
@@ -378,16 +406,19 @@ impl Ledger {
         };
         tracing::debug!(path = %path.display(), last_seq = head.seq, durability = ?opts.durability, "ledger opened");
         Ok(Ledger {
-            inner: Arc::new(Inner {
+            backend: Backend::Sqlite(Arc::new(Inner {
                 background: Mutex::new(Some(background)),
                 shared,
-            }),
+            })),
         })
     }
 
-    /// The ledger file.
+    /// The ledger file (for a PostgreSQL store: its URL without the password).
     pub fn path(&self) -> &Path {
-        &self.inner.shared.path
+        match &self.backend {
+            Backend::Sqlite(inner) => &inner.shared.path,
+            Backend::Postgres(pg) => &pg.shared.name,
+        }
     }
 
     /// Appends `events` atomically and in order, as consecutive sequence numbers, and returns
@@ -413,7 +444,9 @@ impl Ledger {
             self.count_failed(sub.events.len());
             return Err(self.closed());
         }
-        self.inner.shared.lead();
+        if let Backend::Sqlite(inner) = &self.backend {
+            inner.shared.lead();
+        }
         // A dropped sender means the leader went away without answering (it panicked).
         answer.await.unwrap_or_else(|_| Err(self.closed()))
     }
@@ -442,7 +475,10 @@ impl Ledger {
     /// Makes every event acknowledged so far visible to readers (indexes the journal into
     /// SQLite now instead of at the next background tick). Blocking.
     pub fn flush(&self) {
-        let shared = &self.inner.shared;
+        let shared = match &self.backend {
+            Backend::Sqlite(inner) => &inner.shared,
+            Backend::Postgres(pg) => return pg.flush(),
+        };
         shared.lead();
         // Two steps: the first may only be able to index without switching files.
         shared.index_step();
@@ -452,8 +488,12 @@ impl Ledger {
     /// Destroys a segment's key (retention; see [`crate::retention`]). Later events of that
     /// connection and day, if any, get a new key.
     pub fn delete_segment_key(&self, segment: &str, rule: &str) -> Result<(), LedgerError> {
+        let inner = match &self.backend {
+            Backend::Sqlite(inner) => inner,
+            Backend::Postgres(pg) => return pg.delete_segment_key(segment, rule),
+        };
         let result = {
-            let mut guard = lock(&self.inner.shared.writer);
+            let mut guard = lock(&inner.shared.writer);
             match guard.as_mut().and_then(|w| w.keys.as_mut()) {
                 Some(keys) => keys.delete(segment, rule),
                 None => Err(LedgerError::Keys {
@@ -463,14 +503,19 @@ impl Ledger {
             }
         };
         // Appenders that found the writer busy meanwhile left their events to us.
-        self.inner.shared.lead();
+        inner.shared.lead();
         result
     }
 
     /// Syncs the journal to disk: every event acknowledged so far survives a power loss (what
     /// `Strict` durability does for every group).
+    ///
+    /// A PostgreSQL store has nothing to do here: its commits are the server's to make durable.
     pub fn sync(&self) -> Result<(), LedgerError> {
-        let shared = &self.inner.shared;
+        let shared = match &self.backend {
+            Backend::Sqlite(inner) => &inner.shared,
+            Backend::Postgres(_) => return Ok(()),
+        };
         for (which, f) in shared.journal_files.iter().enumerate() {
             f.sync_data().map_err(|source| LedgerError::Journal {
                 path: journal_path(&shared.path, which),
@@ -485,19 +530,28 @@ impl Ledger {
     /// them now (if checkpoints are on and the tree grew). Blocking.
     pub fn checkpoint(&self) {
         self.flush();
-        self.inner.shared.checkpoint_step(true);
+        match &self.backend {
+            Backend::Sqlite(inner) => inner.shared.checkpoint_step(true),
+            Backend::Postgres(pg) => pg.checkpoint(),
+        }
     }
 
     /// Stops accepting events, writes everything already queued, indexes it, performs the
     /// final fsync and joins the background thread. Idempotent; concurrent callers wait for
     /// the first. Also runs when the last clone is dropped (blocking that thread).
     pub fn close(&self) {
-        self.inner.close();
+        match &self.backend {
+            Backend::Sqlite(inner) => inner.close(),
+            Backend::Postgres(pg) => pg.close(),
+        }
     }
 
     /// Counters since the ledger was opened.
     pub fn stats(&self) -> LedgerStats {
-        let s = &self.inner.shared;
+        let s = match &self.backend {
+            Backend::Sqlite(inner) => &inner.shared,
+            Backend::Postgres(pg) => return pg.stats(),
+        };
         LedgerStats {
             appended: s.appended.load(Ordering::Relaxed),
             commits: s.commits.load(Ordering::Relaxed),
@@ -511,7 +565,11 @@ impl Ledger {
     }
 
     fn submit(&self, sub: Submission) -> Result<(), Submission> {
-        let mut q = lock(&self.inner.shared.queue);
+        let inner = match &self.backend {
+            Backend::Sqlite(inner) => inner,
+            Backend::Postgres(pg) => return pg.submit(sub),
+        };
+        let mut q = lock(&inner.shared.queue);
         if q.closed {
             return Err(sub);
         }
@@ -520,10 +578,16 @@ impl Ledger {
     }
 
     fn count_failed(&self, events: usize) {
-        self.inner
-            .shared
-            .failures
-            .fetch_add(events as u64, Ordering::Relaxed);
+        match &self.backend {
+            Backend::Sqlite(inner) => inner
+                .shared
+                .failures
+                .fetch_add(events as u64, Ordering::Relaxed),
+            Backend::Postgres(pg) => {
+                pg.count_failed(events);
+                0
+            }
+        };
     }
 
     fn closed(&self) -> LedgerError {
@@ -756,7 +820,7 @@ impl Shared {
 }
 
 /// Replaces `<folder>/checkpoint` with `note`, atomically and durably.
-fn write_mirror(folder: &Path, note: &str) -> std::io::Result<()> {
+pub(crate) fn write_mirror(folder: &Path, note: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(folder)?;
     let tmp = folder.join(".checkpoint.tmp");
     {
@@ -810,57 +874,18 @@ impl Writer {
             return;
         }
 
-        // 1. Serialise: one bad event fails only its own submission. Each event's JSON is its
-        //    own buffer, which the row then owns (no second copy).
+        // 1. Serialise: one bad event fails only its own submission.
         if self.buf.capacity() > BUFFER_KEEP {
             self.buf = Vec::new(); // do not hold on to the memory of one huge batch
         }
         self.ready.clear();
-        let mut jsons: Vec<Vec<u8>> = Vec::new();
-        for mut sub in batch.drain(..) {
-            let mark = jsons.len();
-            let mut failed = None;
-            for ev in sub.events.iter_mut() {
-                if let Some(keys) = &mut self.keys {
-                    if let Err(e) = keys.seal(&ev.session_id, ev.ts_us, &mut ev.data) {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-                let json = match serde_json::to_vec(&ev.data) {
-                    Ok(json) => json,
-                    Err(source) => {
-                        failed = Some(LedgerError::Serialize {
-                            path: path.clone(),
-                            kind: ev.data.kind(),
-                            source,
-                        });
-                        break;
-                    }
-                };
-                let bytes = json.len().max(ev.session_id.len());
-                if bytes > MAX_FIELD_BYTES {
-                    failed = Some(LedgerError::TooLarge {
-                        path: path.clone(),
-                        kind: ev.data.kind(),
-                        bytes,
-                    });
-                    break;
-                }
-                jsons.push(json);
-            }
-            match failed {
-                None => self.ready.push(sub),
-                Some(err) => {
-                    jsons.truncate(mark);
-                    shared
-                        .failures
-                        .fetch_add(sub.events.len() as u64, Ordering::Relaxed);
-                    tracing::error!(path = %path.display(), error = %err, "event not recorded");
-                    answer(sub.reply, Err(err));
-                }
-            }
-        }
+        let jsons = serialise(
+            self.keys.as_mut(),
+            path,
+            batch,
+            &mut self.ready,
+            &shared.failures,
+        );
         if self.ready.is_empty() {
             return;
         }
@@ -950,6 +975,63 @@ impl Writer {
             }
         }
     }
+}
+
+/// Seals and serialises the events of `batch` (all of it is taken) for one group commit:
+/// submissions whose events all serialise go to `ready`, in order, with their JSON returned
+/// (one buffer per event, which the row then owns); a submission with a bad event is answered
+/// with its error and counted in `failures`, without holding up the others.
+pub(crate) fn serialise(
+    mut keys: Option<&mut KeyStore>,
+    path: &Path,
+    batch: &mut Vec<Submission>,
+    ready: &mut Vec<Submission>,
+    failures: &AtomicU64,
+) -> Vec<Vec<u8>> {
+    let mut jsons: Vec<Vec<u8>> = Vec::new();
+    for mut sub in batch.drain(..) {
+        let mark = jsons.len();
+        let mut failed = None;
+        for ev in sub.events.iter_mut() {
+            if let Some(keys) = keys.as_deref_mut() {
+                if let Err(e) = keys.seal(&ev.session_id, ev.ts_us, &mut ev.data) {
+                    failed = Some(e);
+                    break;
+                }
+            }
+            let json = match serde_json::to_vec(&ev.data) {
+                Ok(json) => json,
+                Err(source) => {
+                    failed = Some(LedgerError::Serialize {
+                        path: path.to_path_buf(),
+                        kind: ev.data.kind(),
+                        source,
+                    });
+                    break;
+                }
+            };
+            let bytes = json.len().max(ev.session_id.len());
+            if bytes > MAX_FIELD_BYTES {
+                failed = Some(LedgerError::TooLarge {
+                    path: path.to_path_buf(),
+                    kind: ev.data.kind(),
+                    bytes,
+                });
+                break;
+            }
+            jsons.push(json);
+        }
+        match failed {
+            None => ready.push(sub),
+            Some(err) => {
+                jsons.truncate(mark);
+                failures.fetch_add(sub.events.len() as u64, Ordering::Relaxed);
+                tracing::error!(path = %path.display(), error = %err, "event not recorded");
+                answer(sub.reply, Err(err));
+            }
+        }
+    }
+    jsons
 }
 
 fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
@@ -1358,7 +1440,7 @@ impl ToSql for Text<'_> {
 
 /// Sends an outcome to a waiting submitter; a detached submission has nobody to tell (its
 /// failures were logged and counted by the caller).
-fn answer(
+pub(crate) fn answer(
     reply: Option<oneshot::Sender<Result<u64, LedgerError>>>,
     outcome: Result<u64, LedgerError>,
 ) {

@@ -152,6 +152,7 @@ async fn default_mode_syncs_after_the_interval_and_not_when_idle() {
         sync_interval: Duration::from_millis(300),
         checkpoints: None,
         seal: true,
+        postgres: None,
     })
     .unwrap();
     ledger
@@ -185,6 +186,7 @@ async fn close_syncs_what_is_pending() {
         sync_interval: Duration::from_secs(3600),
         checkpoints: None,
         seal: true,
+        postgres: None,
     })
     .unwrap();
     ledger.append(vec![statement("s", "a")]).await.unwrap();

@@ -32,6 +32,7 @@ fn open_signed(path: &Path, signer: &Arc<CheckpointSigner>, mirror: Option<PathB
             mirror,
         }),
         seal: true,
+        postgres: None,
     })
     .unwrap()
 }
@@ -211,6 +212,7 @@ fn a_deleted_tail_is_caught_by_the_checkpoints() {
             mirror: Some(mirror),
         }),
         seal: true,
+        postgres: None,
     })
     .unwrap_err();
     assert!(
@@ -247,6 +249,7 @@ fn a_rewritten_and_rehashed_ledger_is_caught() {
                 mirror: Some(mirror.clone()),
             }),
             seal: true,
+            postgres: None,
         })
     };
     // (With the stored checkpoints intact it resumes from the last one: `audit verify`, below,

@@ -108,6 +108,7 @@ async fn deletes_exactly_what_the_rules_say_and_the_ledger_still_verifies() {
             mirror: None,
         }),
         seal: true,
+        postgres: None,
     })
     .unwrap();
     let old = day("2026-10-01") + 3_600_000_000;

@@ -56,6 +56,7 @@ pub fn open(path: &Path, durability: Durability) -> Ledger {
         sync_interval: Duration::from_millis(5),
         checkpoints: None,
         seal: true,
+        postgres: None,
     })
     .expect("ledger opens")
 }
