@@ -321,6 +321,8 @@ pub enum StoreKind {
     /// Embedded SQLite file in WAL mode (the default).
     #[default]
     Sqlite,
+    /// A PostgreSQL database shared by several gateways (`url` or `url_env`).
+    Postgres,
 }
 
 /// When an event counts as recorded.
@@ -343,9 +345,17 @@ pub enum Durability {
 pub struct StoreConfig {
     #[serde(default)]
     pub kind: StoreKind,
-    /// Ledger file; default `<data_dir>/ledger.db`.
+    /// Ledger file; default `<data_dir>/ledger.db` (`kind = "sqlite"`).
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// `kind = "postgres"`: the store's URL, `postgres://USER:PASSWORD@HOST:PORT/DATABASE`.
+    /// The tables are created in the schema `portcullis` at first start. A URL with a password
+    /// belongs in `url_env` instead.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `kind = "postgres"`: the name of an environment variable holding the URL.
+    #[serde(default)]
+    pub url_env: Option<String>,
     #[serde(default)]
     pub durability: Durability,
     /// Upper bound, in milliseconds, between syncs to disk in `default` durability.
@@ -361,6 +371,8 @@ impl Default for StoreConfig {
         StoreConfig {
             kind: StoreKind::Sqlite,
             path: None,
+            url: None,
+            url_env: None,
             durability: Durability::Default,
             sync_interval_ms: default_sync_interval_ms(),
             checkpoints: CheckpointConfig::default(),

@@ -13,6 +13,8 @@
 //! Signed checkpoints are on, as in a default gateway (every 10 000 events or 10 s);
 //! `PORTCULLIS_BENCH_CHECKPOINTS=0` turns them off for comparison, and
 //! `PORTCULLIS_BENCH_SEAL=0` the sealing of SQL text (on in a gateway).
+//! `PORTCULLIS_BENCH_STORE=postgres` measures the PostgreSQL store instead, on a throwaway
+//! cluster (pg-ephemeral, `fsync = on`) in the same folder; `both` runs the two in turn.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -85,15 +87,29 @@ struct Run {
     p99_us: u64,
 }
 
-async fn run(dir: &std::path::Path, durability: Durability, appenders: usize, secs: u64) -> Run {
-    let path = dir.join(format!("bench-{durability:?}-{appenders}.db"));
-    let ledger = Ledger::open(LedgerOptions {
-        path,
-        durability,
-        sync_interval: Duration::from_millis(5),
+/// Options for one run: a fresh SQLite file, or the PostgreSQL store at `pg`.
+fn options(dir: &std::path::Path, name: &str, pg: Option<&str>) -> LedgerOptions {
+    let base = match pg {
+        Some(url) => LedgerOptions::postgres(url),
+        None => LedgerOptions::new(dir.join(format!("{name}.db"))),
+    };
+    LedgerOptions {
         checkpoints: checkpoints(),
         seal: env_u64("PORTCULLIS_BENCH_SEAL", 1) != 0,
-        postgres: None,
+        ..base
+    }
+}
+
+async fn run(
+    dir: &std::path::Path,
+    durability: Durability,
+    appenders: usize,
+    secs: u64,
+    pg: Option<&str>,
+) -> Run {
+    let ledger = Ledger::open(LedgerOptions {
+        durability,
+        ..options(dir, &format!("bench-{durability:?}-{appenders}"), pg)
     })
     .expect("open ledger");
     let stop = Arc::new(AtomicBool::new(false));
@@ -154,7 +170,49 @@ fn main() {
         .build()
         .expect("runtime");
 
-    println!("ledger in {}", dir.path().display());
+    let store = std::env::var("PORTCULLIS_BENCH_STORE").unwrap_or_else(|_| "sqlite".into());
+    let stores: &[&str] = match store.as_str() {
+        "sqlite" => &["sqlite"],
+        "postgres" => &["postgres"],
+        "both" => &["sqlite", "postgres"],
+        other => panic!("PORTCULLIS_BENCH_STORE={other}: use sqlite, postgres or both"),
+    };
+    for store in stores {
+        let cluster = (*store == "postgres").then(|| {
+            let bins = pg_ephemeral::PgBinaries::find().expect("apt-get install -y postgresql");
+            pg_ephemeral::Cluster::start(
+                &bins,
+                pg_ephemeral::ClusterOptions {
+                    fsync: true,
+                    parent_dir: Some(dir.path().to_path_buf()),
+                    ..Default::default()
+                },
+            )
+            .expect("start PostgreSQL")
+        });
+        let url = cluster.as_ref().map(|c| c.url("postgres"));
+        bench_store(
+            &rt,
+            dir.path(),
+            store,
+            url.as_deref(),
+            secs,
+            verify_events,
+            only.as_deref(),
+        );
+    }
+}
+
+fn bench_store(
+    rt: &tokio::runtime::Runtime,
+    dir: &std::path::Path,
+    store: &str,
+    pg: Option<&str>,
+    secs: u64,
+    verify_events: u64,
+    only: Option<&str>,
+) {
+    println!("{store} ledger in {}", dir.display());
     println!("acknowledged appends, 1 statement event per call, {secs} s per run");
     println!(
         "{:<8} {:>9} {:>12} {:>10} {:>10} {:>10} {:>9} {:>9}",
@@ -163,13 +221,10 @@ fn main() {
     for durability in [Durability::Default, Durability::Strict] {
         for appenders in [1, 8, 64] {
             let name = format!("{}-{appenders}", format!("{durability:?}").to_lowercase());
-            if only
-                .as_deref()
-                .is_some_and(|o| !o.split(',').any(|x| x == name))
-            {
+            if only.is_some_and(|o| !o.split(',').any(|x| x == name)) {
                 continue;
             }
-            let r = rt.block_on(run(dir.path(), durability, appenders, secs));
+            let r = rt.block_on(run(dir, durability, appenders, secs, pg));
             println!(
                 "{:<8} {:>9} {:>12.0} {:>10} {:>10.1} {:>10} {:>9} {:>9}",
                 format!("{durability:?}").to_lowercase(),
@@ -184,22 +239,15 @@ fn main() {
         }
     }
 
-    if only
-        .as_deref()
-        .is_some_and(|o| !o.split(',').any(|x| x == "verify"))
-    {
+    if only.is_some_and(|o| !o.split(',').any(|x| x == "verify")) {
         return;
     }
     // Verification speed over a large ledger, built with large calls from a few concurrent
     // writers (as a busy gateway would).
-    let path = dir.path().join("verify.db");
-    let ledger = Ledger::open(LedgerOptions {
-        checkpoints: checkpoints(),
-        seal: env_u64("PORTCULLIS_BENCH_SEAL", 1) != 0,
-        postgres: None,
-        ..LedgerOptions::new(&path)
-    })
-    .expect("open ledger");
+    let path = dir.join("verify.db");
+    // On PostgreSQL the timed runs above left events in the store: verify covers them too.
+    let ledger = Ledger::open(options(dir, "verify", pg)).expect("open ledger");
+    let before = ledger.stats().last_seq;
     let build = Instant::now();
     rt.block_on(async {
         const PRODUCERS: u64 = 4;
@@ -234,15 +282,22 @@ fn main() {
     });
     let build_secs = build.elapsed().as_secs_f64();
     ledger.close();
-    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let size = match pg {
+        Some(_) => 0,
+        None => std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+    };
     println!();
     println!(
-        "bulk append (1000 events per call, 4 callers): {verify_events} events in {build_secs:.2} s = {:.0} events/s, file {:.0} MiB",
+        "bulk append (1000 events per call, 4 callers): {verify_events} events in {build_secs:.2} s = {:.0} events/s, file {:.0} MiB (the ledger held {before} events before)",
         verify_events as f64 / build_secs,
         size as f64 / (1024.0 * 1024.0)
     );
     for pass in ["cold-ish", "warm"] {
-        let reader = LedgerReader::open(&path).expect("open reader");
+        let reader = match pg {
+            Some(url) => LedgerReader::open_postgres(url),
+            None => LedgerReader::open(&path),
+        }
+        .expect("open reader");
         let t = Instant::now();
         let opts = VerifyOptions {
             key: Some(signer().verifier()),

@@ -23,18 +23,31 @@ pub struct LedgerArgs {
         required_unless_present = "ledger"
     )]
     config: Option<PathBuf>,
-    /// The ledger file itself, instead of --config.
+    /// The ledger file itself (or a PostgreSQL store's `postgres://` URL), instead of
+    /// --config.
     #[arg(long, conflicts_with = "config")]
     ledger: Option<PathBuf>,
 }
 
 impl LedgerArgs {
-    fn path(&self) -> anyhow::Result<PathBuf> {
-        match (&self.ledger, &self.config) {
-            (Some(p), _) => Ok(p.clone()),
-            (None, Some(c)) => Ok(crate::config::parse(c)?.2),
-            (None, None) => Err(anyhow!("give --config FILE or --ledger FILE")),
-        }
+    /// Opens the ledger read-only; also returns its name for messages.
+    fn reader(&self) -> anyhow::Result<(LedgerReader, String)> {
+        let reader = match (&self.ledger, &self.config) {
+            (Some(p), _) => match p.to_str() {
+                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                    LedgerReader::open_postgres(url)
+                }
+                _ => LedgerReader::open(p),
+            }
+            .map_err(|e| anyhow!("{e}"))?,
+            (None, Some(c)) => {
+                let (config, _, path) = crate::config::parse(c)?;
+                crate::config::open_reader(&config, &path)?
+            }
+            (None, None) => return Err(anyhow!("give --config FILE or --ledger FILE")),
+        };
+        let name = reader.path().display().to_string();
+        Ok((reader, name))
     }
 
     /// With --config and checkpoints on: the signing key file and the mirror folder.
@@ -151,27 +164,27 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             lines,
             follow,
             json,
-        } => tail(&ledger.path()?, lines, follow, json),
+        } => tail(&ledger, lines, follow, json),
         AuditCommand::Verify {
             ledger,
             key,
             checkpoints,
         } => verify(&ledger, key.as_deref(), &checkpoints),
-        AuditCommand::Checkpoint { ledger, size, list } => checkpoint(&ledger.path()?, size, list),
-        AuditCommand::Prove { ledger, seq, size } => prove(&ledger.path()?, seq, size),
+        AuditCommand::Checkpoint { ledger, size, list } => checkpoint(&ledger, size, list),
+        AuditCommand::Prove { ledger, seq, size } => prove(&ledger, seq, size),
         AuditCommand::VerifyProof { file, key } => verify_proof(&file, &key),
     }
 }
 
-fn checkpoint(path: &std::path::Path, size: Option<u64>, list: bool) -> anyhow::Result<ExitCode> {
-    let reader = LedgerReader::open(path).map_err(|e| anyhow!("{e}"))?;
+fn checkpoint(args: &LedgerArgs, size: Option<u64>, list: bool) -> anyhow::Result<ExitCode> {
+    let (reader, path) = args.reader()?;
     let all = reader.checkpoints().map_err(|e| anyhow!("{e}"))?;
     if list {
         for c in &all {
             println!("{:>12}  {}  {}", c.size, timestamp(c.ts_us), hex(&c.root));
         }
         if all.is_empty() {
-            eprintln!("no checkpoints in {} yet", path.display());
+            eprintln!("no checkpoints in {path} yet");
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -188,7 +201,7 @@ fn checkpoint(path: &std::path::Path, size: Option<u64>, list: bool) -> anyhow::
             "{} has no {}: `portcullis audit checkpoint --list` shows what there is; the gateway \
              signs one every store.checkpoints.every_secs seconds while events arrive, and at \
              shutdown",
-            path.display(),
+            path,
             size.map_or("checkpoint yet".to_string(), |n| format!(
                 "checkpoint of tree size {n}"
             ))
@@ -196,8 +209,8 @@ fn checkpoint(path: &std::path::Path, size: Option<u64>, list: bool) -> anyhow::
     }
 }
 
-fn prove(path: &std::path::Path, seq: u64, size: Option<u64>) -> anyhow::Result<ExitCode> {
-    let reader = LedgerReader::open(path).map_err(|e| anyhow!("{e}"))?;
+fn prove(args: &LedgerArgs, seq: u64, size: Option<u64>) -> anyhow::Result<ExitCode> {
+    let (reader, _) = args.reader()?;
     let proof = reader.prove(seq, size).map_err(|e| anyhow!("{e}"))?;
     println!(
         "{}",
@@ -235,8 +248,8 @@ fn verify_proof(file: &std::path::Path, key: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn tail(path: &std::path::Path, n: usize, follow: bool, json: bool) -> anyhow::Result<ExitCode> {
-    let reader = LedgerReader::open(path).map_err(|e| anyhow!("{e}"))?;
+fn tail(args: &LedgerArgs, n: usize, follow: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let (reader, _) = args.reader()?;
     let mut last_seq = 0;
     let stdout = std::io::stdout();
     let print = |events: Vec<StoredEvent>, last_seq: &mut u64| -> anyhow::Result<()> {
@@ -263,7 +276,6 @@ fn tail(path: &std::path::Path, n: usize, follow: bool, json: bool) -> anyhow::R
 }
 
 fn verify(args: &LedgerArgs, key: Option<&str>, extra: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    let path = &args.path()?;
     let mut opts = VerifyOptions::default();
     let configured = args.checkpoint_paths()?;
     opts.key = match (key, &configured) {
@@ -284,7 +296,7 @@ fn verify(args: &LedgerArgs, key: Option<&str>, extra: &[PathBuf]) -> anyhow::Re
             .with_context(|| format!("cannot read the checkpoint {}", f.display()))?;
         opts.external.push((f.display().to_string(), note));
     }
-    let reader = LedgerReader::open(path).map_err(|e| anyhow!("{e}"))?;
+    let (reader, _) = args.reader()?;
     let started = std::time::Instant::now();
     let report = reader
         .verify_with(&opts, |done| eprint!("\rverifying… {done} events"))

@@ -2,8 +2,9 @@
 //! Every error names the file and, where the parser knows it, the line.
 
 use anyhow::{anyhow, bail, Context};
-use portcullis_core::config::{Config, ListenerTlsMode, UpstreamTls};
+use portcullis_core::config::{Config, ListenerTlsMode, StoreKind, UpstreamTls};
 use portcullis_core::{EventData, SnapshotFile};
+use portcullis_ledger::LedgerReader;
 use portcullis_policy::{Actor, GateState, PolicySet, Target};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -165,6 +166,43 @@ fn parse_text(path: &Path) -> anyhow::Result<(Config, PathBuf, PathBuf, String)>
     Ok((config, data_dir, ledger_path, text))
 }
 
+/// The PostgreSQL store's URL (`store.kind = "postgres"`), from `url` or `url_env`; `None`
+/// for the SQLite file.
+pub fn store_url(config: &Config) -> anyhow::Result<Option<String>> {
+    let st = &config.store;
+    match (st.kind, &st.url, &st.url_env) {
+        (StoreKind::Sqlite, None, None) => Ok(None),
+        (StoreKind::Sqlite, ..) => bail!(
+            "store.url and store.url_env are for store.kind = \"postgres\"; set the kind, or \
+             remove them to keep the SQLite file"
+        ),
+        (StoreKind::Postgres, Some(url), None) => Ok(Some(url.clone())),
+        (StoreKind::Postgres, None, Some(var)) => match std::env::var(var) {
+            Ok(url) if !url.trim().is_empty() => Ok(Some(url.trim().to_string())),
+            _ => bail!(
+                "store.url_env names {var:?}, which is not set: export {var}=postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+            ),
+        },
+        (StoreKind::Postgres, Some(_), Some(_)) => {
+            bail!("store: give url or url_env, not both")
+        }
+        (StoreKind::Postgres, None, None) => bail!(
+            "store.kind = \"postgres\" needs store.url (or store.url_env naming a variable that \
+             holds it): postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+        ),
+    }
+}
+
+/// A reader of the configured ledger: the SQLite file at `ledger_path`, or the PostgreSQL
+/// store.
+pub fn open_reader(config: &Config, ledger_path: &Path) -> anyhow::Result<LedgerReader> {
+    match store_url(config)? {
+        Some(url) => LedgerReader::open_postgres(&url),
+        None => LedgerReader::open(ledger_path),
+    }
+    .map_err(|e| anyhow!("{e}"))
+}
+
 /// The checkpoint signing key and the mirror folder, resolved against the data directory.
 pub fn checkpoint_paths(config: &Config, data_dir: &Path) -> (PathBuf, Option<PathBuf>) {
     let cp = &config.store.checkpoints;
@@ -221,6 +259,7 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     if let Some(f) = &mut config.identity.tokens.signing_key_file {
         *f = resolve(&base, f);
     }
+    store_url(&config).with_context(|| format!("{where_}: [store]"))?;
     let mut rule_names = HashSet::new();
     for r in &config.retention.rules {
         if !rule_names.insert(&r.name) {

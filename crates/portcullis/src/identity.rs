@@ -60,10 +60,12 @@ pub fn api_url(loaded: &Loaded) -> Option<String> {
 
 /// Grants are ledger events: put every grant created and not revoked back in force.
 fn replay_grants(loaded: &Loaded, authn: &Authenticator) -> anyhow::Result<()> {
-    if !loaded.ledger_path.exists() {
+    let postgres = crate::config::store_url(&loaded.config)?.is_some();
+    if !postgres && !loaded.ledger_path.exists() {
         return Ok(());
     }
-    let reader = portcullis_ledger::LedgerReader::open(&loaded.ledger_path)
+    // (The gateway opened the store, and created its tables, before this runs.)
+    let reader = crate::config::open_reader(&loaded.config, &loaded.ledger_path)
         .map_err(|e| anyhow!("reading grants from the ledger: {e}"))?;
     let mut events = reader
         .of_kind("grant_created")

@@ -4,7 +4,7 @@ use anyhow::anyhow;
 use clap::Subcommand;
 use portcullis_core::config::Config;
 use portcullis_ledger::retention::{self, Decision, RetentionPlan};
-use portcullis_ledger::{Ledger, LedgerError, LedgerReader};
+use portcullis_ledger::{Ledger, LedgerError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -51,7 +51,7 @@ pub fn run(cmd: RetentionCommand) -> anyhow::Result<ExitCode> {
             Err(e) => return Err(anyhow!("{e}")),
         }
     };
-    let reader = LedgerReader::open(&ledger_path).map_err(|e| anyhow!("{e}"))?;
+    let reader = crate::config::open_reader(&cfg, &ledger_path)?;
     let plan = retention::plan(&reader, &cfg.retention.rules, portcullis_core::now_us())
         .map_err(|e| anyhow!("{e}"))?;
     drop(reader);
@@ -123,13 +123,13 @@ pub async fn schedule(config_path: PathBuf, cfg: Config, ledger_path: PathBuf, l
 async fn apply_once(cfg: &Config, path: &Path, ledger: &Ledger) -> anyhow::Result<()> {
     let rules = cfg.retention.rules.clone();
     let path = path.to_path_buf();
+    let cfg = cfg.clone();
     let plan = tokio::task::spawn_blocking(move || {
-        let reader = LedgerReader::open(&path)?;
-        retention::plan(&reader, &rules, portcullis_core::now_us())
+        let reader = crate::config::open_reader(&cfg, &path)?;
+        retention::plan(&reader, &rules, portcullis_core::now_us()).map_err(|e| anyhow!("{e}"))
     })
     .await
-    .map_err(|e| anyhow!("{e}"))?
-    .map_err(|e| anyhow!("{e}"))?;
+    .map_err(|e| anyhow!("{e}"))??;
     let seqs = ledger
         .apply_retention(&plan, "gateway schedule")
         .await

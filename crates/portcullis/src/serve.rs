@@ -31,7 +31,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         if let Some(addr) = running.api_addr {
             tracing::info!("HTTP API (token endpoint, grants) on {addr}");
         }
-        tracing::info!("ledger: {}", loaded.ledger_path.display());
+        tracing::info!("ledger: {}", running.ledger.path().display());
         wait_for_signal().await;
         tracing::info!("shutting down");
         running.stop().await;
@@ -227,12 +227,16 @@ pub fn ledger_options(
     } else {
         None
     };
+    let base = match config::store_url(cfg)? {
+        Some(url) => LedgerOptions::postgres(&url),
+        None => LedgerOptions::new(ledger_path),
+    };
     Ok(LedgerOptions {
-        path: ledger_path.to_path_buf(),
         durability: cfg.store.durability,
         sync_interval: Duration::from_millis(cfg.store.sync_interval_ms.max(1)),
         checkpoints,
         seal: true,
+        ..base
     })
 }
 

@@ -78,6 +78,8 @@ pub struct GatewayOptions {
     pub groups: Vec<String>,
     /// Appended to the configuration file (more agents, `[identity]`, `[api]`, …).
     pub extra_config: String,
+    /// More lines of the `[store]` table (`kind = "postgres"`, `url = …`).
+    pub store: String,
 }
 
 /// The policy most tests run under: everything allowed (they test the relay, not policy).
@@ -99,6 +101,7 @@ impl Default for GatewayOptions {
             policy_files: Vec::new(),
             groups: Vec::new(),
             extra_config: String::new(),
+            store: String::new(),
         }
     }
 }
@@ -143,6 +146,7 @@ data_dir = "data"
 
 [store]
 durability = "{durability}"
+{store}
 
 [policy]
 files = {policy_files:?}
@@ -189,6 +193,7 @@ groups = {groups:?}
             key_hash = agent.key_hash,
             groups = opts.groups,
             extra_config = opts.extra_config,
+            store = opts.store,
         );
         std::fs::write(&config, text).expect("write config");
         let mut gw = Gateway {

@@ -1,0 +1,216 @@
+//! Several gateways on one PostgreSQL store (`store.kind = "postgres"`): two real
+//! `portcullis serve` processes under concurrent pgbench load write one ledger whose chain and
+//! signed checkpoints verify; the audit commands read the store; a gateway whose key differs
+//! from the store's is refused at start.
+
+mod common;
+
+use common::*;
+use portcullis_core::EventData;
+use portcullis_ledger::{CheckpointSigner, LedgerReader, VerifyOptions, VerifyReport};
+
+/// `[store]` lines for the store whose URL is in `PORTCULLIS_TEST_STORE_URL`, signing
+/// with `key_file` (relative to the data directory).
+fn store_config(key_file: &str) -> String {
+    format!(
+        "kind = \"postgres\"\nurl_env = \"PORTCULLIS_TEST_STORE_URL\"\n\
+         checkpoints = {{ key_file = \"{key_file}\", every_secs = 1 }}\n"
+    )
+}
+
+fn shared_key() -> Vec<u8> {
+    // A test fixture: a throwaway signing key shared by the two gateways.
+    CheckpointSigner::from_seed("test.example/shared", [9u8; 32])
+        .unwrap()
+        .to_skey()
+        .into_bytes()
+}
+
+fn pgbench(gw: &Gateway, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bins().path("pgbench"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &gw.port.to_string(),
+            "-U",
+            &gw.agent.name,
+        ])
+        .args(args)
+        .arg(DB)
+        .env("PGPASSWORD", &gw.agent.key)
+        .env("PGSSLMODE", "disable")
+        .output()
+        .expect("run pgbench")
+}
+
+fn processed(o: &std::process::Output) -> u64 {
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "pgbench failed:\n{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|n| n.split('/').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no transaction count in:\n{text}"))
+}
+
+#[test]
+fn two_gateways_under_pgbench_write_one_verifying_ledger() {
+    let cluster = target(&[]);
+    cluster
+        .create_database("ledger")
+        .expect("create the store database");
+    // The gateways and the CLI inherit it (each test runs in its own process).
+    std::env::set_var("PORTCULLIS_TEST_STORE_URL", cluster.url("ledger"));
+    let opts = || GatewayOptions {
+        store: store_config("../shared.key"),
+        files: vec![("shared.key".into(), shared_key())],
+        ..GatewayOptions::default()
+    };
+    let mut a = Gateway::start(&cluster, opts());
+    let mut b = Gateway::start(&cluster, opts());
+    let init = pgbench(&a, &["-i", "-s", "1", "-q"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    // Both gateways at once, as behind a load balancer.
+    let (ta, tb) = std::thread::scope(|s| {
+        let ja = s.spawn(|| processed(&pgbench(&a, &["-n", "-c", "4", "-T", "4", "-M", "simple"])));
+        let jb = s.spawn(|| {
+            processed(&pgbench(
+                &b,
+                &["-n", "-c", "4", "-T", "4", "-M", "extended"],
+            ))
+        });
+        (ja.join().unwrap(), jb.join().unwrap())
+    });
+    assert!(
+        ta > 0 && tb > 0,
+        "both gateways served: {ta} and {tb} transactions"
+    );
+    a.stop();
+    b.stop();
+
+    let reader = LedgerReader::open_postgres(&cluster.url("ledger")).expect("open the store");
+    let key = CheckpointSigner::from_seed("test.example/shared", [9u8; 32])
+        .unwrap()
+        .verifier();
+    let report = reader
+        .verify_with(
+            &VerifyOptions {
+                key: Some(key),
+                external: Vec::new(),
+            },
+            |_| {},
+        )
+        .expect("verify");
+    let VerifyReport::Verified {
+        events,
+        checkpoints,
+        ..
+    } = report
+    else {
+        panic!("the shared ledger does not verify: {report:?}");
+    };
+    assert_eq!(
+        checkpoints.latest, events,
+        "the last gateway to stop signed the whole tree"
+    );
+    // Every transaction's seven statements are recorded (BEGIN, 3 UPDATEs, SELECT, INSERT, END).
+    let all = reader.after(0, usize::MAX).expect("read");
+    assert_eq!(all.len() as u64, events);
+    let statements = all.iter().filter(|e| e.kind == "statement").count() as u64;
+    assert!(
+        statements >= 7 * (ta + tb),
+        "{statements} statements for {ta}+{tb} transactions"
+    );
+    // Both gateways wrote: each recorded its own policy snapshot at start and stop.
+    let snapshots = all
+        .iter()
+        .filter(|e| matches!(e.parse(), Ok(EventData::PolicySnapshot { .. })))
+        .count();
+    assert!(snapshots >= 2, "{snapshots} policy snapshots");
+    // Sealed in the store, opened for the reader that holds the keys.
+    let update = all
+        .iter()
+        .find(|e| e.kind == "statement" && e.json().contains("UPDATE pgbench_accounts"))
+        .expect("an UPDATE statement is in the ledger");
+    assert!(
+        !update.data.contains("pgbench_accounts SET"),
+        "{}",
+        update.data
+    );
+
+    // The audit commands read the store from the configuration (or its URL).
+    let out = ok(a.cli(&["audit", "verify"]));
+    assert!(
+        out.contains(&format!("ledger OK: {events} events")),
+        "{out}"
+    );
+    assert!(out.contains("signatures checked"), "{out}");
+    let tail = ok(std::process::Command::new(exe())
+        .args([
+            "audit",
+            "tail",
+            "-n",
+            "3",
+            "--ledger",
+            &cluster.url("ledger"),
+        ])
+        .output()
+        .expect("audit tail"));
+    assert_eq!(tail.lines().count(), 3, "{tail}");
+    let proof = ok(a.cli(&["audit", "prove", "5"]));
+    assert!(proof.contains("\"tree_size\""), "{proof}");
+}
+
+#[test]
+fn a_gateway_with_its_own_key_is_refused_by_a_shared_store() {
+    let cluster = target(&[]);
+    cluster
+        .create_database("ledger")
+        .expect("create the store database");
+    std::env::set_var("PORTCULLIS_TEST_STORE_URL", cluster.url("ledger"));
+    let mut a = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            store: store_config("keys/own.key"),
+            ..GatewayOptions::default()
+        },
+    );
+    // A second gateway with a key of its own (created at its first start) must not join.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portcullis.toml");
+    let text = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace(&format!("127.0.0.1:{}", a.port), "127.0.0.1:0");
+    std::fs::write(&config, text).unwrap();
+    std::fs::copy(
+        a.dir.path().join("target-password"),
+        dir.path().join("target-password"),
+    )
+    .unwrap();
+    std::fs::copy(
+        a.dir.path().join("policies.cedar"),
+        dir.path().join("policies.cedar"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(exe())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a gateway with another key started:\n{err}"
+    );
+    assert!(err.contains("must sign with the same key"), "{err}");
+    a.stop();
+}
