@@ -38,12 +38,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# --- Python drivers for the client tests ---------------------------------------------------
+# --- Python drivers for the client tests, moto (a local S3 server) for the recordings test --
 VENV="$CACHE/venv"
-if ! "$VENV/bin/python" -c 'import psycopg, asyncpg' >/dev/null 2>&1; then
-  say "creating $VENV with psycopg 3 and asyncpg"
+if ! "$VENV/bin/python" -c 'import psycopg, asyncpg, moto.server, boto3' >/dev/null 2>&1; then
+  say "creating $VENV with psycopg 3, asyncpg and moto"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]>=3.1' 'asyncpg>=0.29'
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]>=3.1' 'asyncpg>=0.29' 'moto[server]>=5'
 fi
 export PORTCULLIS_PYTHON="$VENV/bin/python"
 

@@ -40,6 +40,90 @@ pub struct Config {
     /// How long the ledger keeps SQL text, parameters and error messages.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// Where session recordings are stored (connections choose what is recorded).
+    #[serde(default)]
+    pub recordings: RecordingsConfig,
+}
+
+/// What a connection's sessions record besides the ledger's statement events.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingMode {
+    /// No recording (the ledger still records every statement and its outcome).
+    #[default]
+    Off,
+    /// What the target received, as it received it, with timing: the session as typed.
+    Commands,
+    /// Both directions: also every response as the client received it (rows included).
+    Full,
+}
+
+/// Which object store holds the recordings.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordingStoreKind {
+    /// A folder (`path`, default `<data_dir>/recordings`).
+    #[default]
+    Local,
+    /// An S3-compatible bucket (`bucket`, `endpoint`, `region`, credentials from env).
+    S3,
+}
+
+/// `[recordings]`: session recordings are chunked, compressed and stored under the SHA-256 of
+/// each chunk; the ledger records every chunk's hash (see docs/recordings.md).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingsConfig {
+    #[serde(default)]
+    pub store: RecordingStoreKind,
+    /// `store = "local"`: the folder, relative to data_dir; default `recordings`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `store = "s3"`: the bucket (it must exist).
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// `store = "s3"`: a key prefix inside the bucket.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// `store = "s3"`: the endpoint of an S3-compatible service (MinIO, Ceph, …); default AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `store = "s3"`: the region; default `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// `store = "s3"`: environment variables holding the credentials (default
+    /// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default)]
+    pub access_key_id_env: Option<String>,
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    /// `store = "s3"`: allow a plain `http://` endpoint (a local test server).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// A chunk is stored once this many KiB of a session were recorded (and at its end).
+    #[serde(default = "default_chunk_kib")]
+    pub chunk_kib: u32,
+}
+
+fn default_chunk_kib() -> u32 {
+    256
+}
+
+impl Default for RecordingsConfig {
+    fn default() -> Self {
+        RecordingsConfig {
+            store: RecordingStoreKind::Local,
+            path: None,
+            bucket: None,
+            prefix: None,
+            endpoint: None,
+            region: None,
+            access_key_id_env: None,
+            secret_access_key_env: None,
+            allow_http: false,
+            chunk_kib: default_chunk_kib(),
+        }
+    }
 }
 
 /// `[retention]`: rules that delete the sealed fields (SQL text, parameters, error messages)
@@ -564,6 +648,10 @@ pub struct ConnectionConfig {
     /// Free-form labels (for example `env = "prod"`), recorded and later usable in policy.
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// What sessions on this connection record (`off`, `commands`, `full`; see
+    /// `[recordings]`).
+    #[serde(default)]
+    pub recording: RecordingMode,
 }
 
 /// A login method the target may request.

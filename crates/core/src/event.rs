@@ -386,6 +386,26 @@ pub enum EventData {
         principal: Principal,
         client_addr: String,
     },
+    /// One chunk of a session recording was stored (or could not be): the hash names the
+    /// chunk in the recordings store, so the recording is as tamper-evident as the ledger.
+    RecordingChunk {
+        connection: String,
+        /// 0, 1, 2, … within the session.
+        index: u64,
+        /// SHA-256 of the stored (compressed) chunk, lowercase hex: its name in the store.
+        hash: String,
+        /// Stored bytes, and the recorded bytes before compression.
+        bytes: u64,
+        raw_bytes: u64,
+        /// Frames (reads relayed in one direction) in the chunk, and the time of the first
+        /// and last, in microseconds since the session started.
+        frames: u64,
+        first_us: u64,
+        last_us: u64,
+        /// Why the chunk is not in the store, if it could not be written.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// The token endpoint or the grants API refused a request.
     TokenRefused {
         /// The endpoint and grant type (`/oauth/token token-exchange`, `/v1/grants`, …).
@@ -415,6 +435,7 @@ impl EventData {
             EventData::TokenIssued { .. } => "token_issued",
             EventData::RetentionDeleted { .. } => "retention_deleted",
             EventData::TokenRefused { .. } => "token_refused",
+            EventData::RecordingChunk { .. } => "recording_chunk",
         }
     }
 }

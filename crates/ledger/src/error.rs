@@ -240,6 +240,10 @@ pub enum LedgerError {
     #[error("ledger store {path}: {detail}")]
     Store { path: PathBuf, detail: String },
 
+    /// The recordings store refused or failed a request, or holds a damaged chunk.
+    #[error("recordings store {store}: {detail}")]
+    Recording { store: String, detail: String },
+
     /// A proof was asked for that the ledger cannot give.
     #[error("ledger {path}: {detail}")]
     Proof { path: PathBuf, detail: String },

@@ -74,6 +74,7 @@ mod error;
 pub mod merkle;
 pub mod pg;
 pub mod reader;
+pub mod recording;
 pub mod retention;
 mod schema;
 pub mod seal;

@@ -391,6 +391,22 @@ impl LedgerReader {
         self.select(&sql, (after, clamp(limit)))
     }
 
+    /// Every event of the sessions whose id starts with `prefix` (a whole id, or the first
+    /// characters `audit tail` shows), in ascending order. A full scan: no index on sessions.
+    pub fn of_session(&self, prefix: &str) -> Result<Vec<StoredEvent>, LedgerError> {
+        if let Db::Postgres(_) = self.db {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM portcullis.events WHERE left(session_id, length($1)) = $1 \
+                 ORDER BY seq"
+            );
+            return self.pg_select(&sql, Vec::new(), Some(prefix));
+        }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events WHERE substr(session_id, 1, length(?1)) = ?1 ORDER BY seq"
+        );
+        self.select(&sql, [prefix])
+    }
+
     /// Every event of one kind, in ascending order (the grant events the gateway replays at
     /// start, for instance).
     pub fn of_kind(&self, kind: &str) -> Result<Vec<StoredEvent>, LedgerError> {

@@ -365,12 +365,12 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-fn timestamp(ts_us: i64) -> String {
+pub fn timestamp(ts_us: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_micros(ts_us.max(0) as u64);
     humantime::format_rfc3339_micros(t).to_string()
 }
 
-fn json_line(ev: &StoredEvent) -> String {
+pub fn json_line(ev: &StoredEvent) -> String {
     let data: serde_json::Value = serde_json::from_str(ev.json())
         .unwrap_or_else(|_| serde_json::Value::String(ev.json().to_string()));
     serde_json::json!({
@@ -522,6 +522,13 @@ pub fn render(ev: &StoredEvent) -> String {
             EventData::TokenRefused { endpoint, client_addr, reason } => {
                 format!("TOKEN REFUSED at {endpoint} for {client_addr}: {reason}")
             }
+            EventData::RecordingChunk { index, hash, bytes, raw_bytes, frames, error, .. } => match error {
+                None => format!(
+                    "recording chunk #{index}: {frames} frames, {raw_bytes} bytes ({bytes} stored) sha256 {}",
+                    &hash[..hash.len().min(16)]
+                ),
+                Some(e) => format!("RECORDING CHUNK #{index} NOT STORED: {e}"),
+            },
         },
     };
     format!("{head} {body}")

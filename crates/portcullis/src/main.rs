@@ -10,6 +10,7 @@ mod policy;
 mod reload;
 mod retention;
 mod serve;
+mod sessions;
 mod tls;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +54,9 @@ enum Command {
     /// Retention: delete old SQL text, parameters and error messages under the rules.
     #[command(subcommand)]
     Retention(retention::RetentionCommand),
+    /// Sessions: list them, show one's events, replay its recording.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
     /// Manage agent service accounts.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
         Command::Check { config } => config::check(&config),
         Command::Audit(cmd) => audit::run(cmd),
         Command::Agent(cmd) => agent::run(cmd),
+        Command::Sessions(cmd) => sessions::run(cmd),
         Command::Policy(cmd) => policy::run(cmd),
         Command::Grant(cmd) => grant::run(cmd),
         Command::Retention(cmd) => retention::run(cmd),

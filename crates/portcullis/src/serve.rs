@@ -117,9 +117,11 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
                 tls,
                 connect_timeout: Duration::from_millis(c.connect_timeout_ms),
                 auth: c.auth.clone(),
+                recording: c.recording,
             }),
         );
     }
+    let recordings = crate::sessions::store(cfg, &loaded.data_dir)?;
     let (shutdown, rx) = watch::channel(false);
     let cancels = portcullis_proto_postgres::cancel::CancelRegistry::default();
     let mut tasks = Vec::new();
@@ -151,6 +153,7 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
             gate: gate.clone(),
             targets: targets.clone(),
             cancels: cancels.clone(),
+            recordings: recordings.clone(),
         });
         tasks.push(tokio::spawn(gw.serve(listener, rx.clone())));
     }

@@ -17,6 +17,7 @@ pub mod relay;
 pub mod server;
 pub mod stream;
 pub mod tls;
+pub mod transcript;
 pub mod upstream;
 pub mod wire;
 

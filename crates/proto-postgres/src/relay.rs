@@ -39,6 +39,7 @@ use crate::upstream::Upstream;
 use crate::wire::{self, ErrorFields, Reader};
 use bytes::BytesMut;
 use portcullis_core::{DecisionRecord, EventData, NewEvent, Outcome, ParamValue, Principal};
+use portcullis_ledger::recording::Recorder;
 use portcullis_ledger::Ledger;
 use portcullis_policy::gate::function_call_by_oid;
 use portcullis_policy::sql::{Classification, PreparedStatements};
@@ -72,6 +73,8 @@ pub struct SessionInfo {
     pub client_addr: String,
     pub connection: String,
     pub started: Instant,
+    /// The session recording, when the connection records (taken by the relay).
+    pub recorder: Option<Recorder>,
 }
 
 /// A task grant a session runs under.
@@ -261,11 +264,13 @@ pub struct Relay {
     s_stream_left: usize,
     queue: VecDeque<Pending>,
     forwarded: u64,
+    /// The session recording, when the connection records (`recording = "commands"|"full"`).
+    recorder: Option<Recorder>,
 }
 
 impl Relay {
     pub fn new(
-        info: SessionInfo,
+        mut info: SessionInfo,
         client: Stream,
         upstream: Upstream,
         ledger: Ledger,
@@ -274,6 +279,7 @@ impl Relay {
         cancel: CancelGuard,
     ) -> Self {
         let (server_r, server_w) = tokio::io::split(upstream.stream);
+        let recorder = info.recorder.take();
         Relay {
             info,
             client,
@@ -301,6 +307,7 @@ impl Relay {
             s_stream_left: 0,
             queue: VecDeque::new(),
             forwarded: 0,
+            recorder,
         }
     }
 
@@ -360,6 +367,10 @@ impl Relay {
         let _ = self.server_w.flush().await;
         let _ = self.server_w.shutdown().await;
         let _ = self.client.shutdown().await;
+        // The last chunk is stored (and its event queued) before the session's close event.
+        if let Some(r) = self.recorder.take() {
+            r.finish().await;
+        }
 
         let mut events = Vec::new();
         for p in std::mem::take(&mut self.queue) {
@@ -736,6 +747,9 @@ impl Relay {
             out.extend_from_slice(&[b'X', 0, 0, 0, 4]);
         }
         if !out.is_empty() {
+            if let Some(r) = self.recorder.as_mut() {
+                r.to_target(&out).await;
+            }
             self.write_to_server(&out).await?;
         }
         Ok(if terminate {
@@ -1097,6 +1111,9 @@ impl Relay {
             out.extend_from_slice(&msg);
         }
         if !out.is_empty() {
+            if let Some(r) = self.recorder.as_mut() {
+                r.to_client(&out).await;
+            }
             self.client
                 .write_all(&out)
                 .await

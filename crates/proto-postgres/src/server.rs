@@ -8,9 +8,11 @@ use crate::stream::Stream;
 use crate::upstream::Target;
 use crate::wire::{self, ErrorFields, Reader};
 use bytes::{BufMut, BytesMut};
+use portcullis_core::config::RecordingMode;
 use portcullis_core::config::{ClientAuth, ListenerTlsMode};
 use portcullis_core::{EventData, NewEvent, Principal};
 use portcullis_identity::{AgentRegistry, Authenticator, ScramServer};
+use portcullis_ledger::recording::Recorder;
 use portcullis_ledger::Ledger;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,6 +65,9 @@ pub struct PgGateway {
     pub gate: Arc<portcullis_policy::Gate>,
     pub targets: HashMap<String, Arc<Target>>,
     pub cancels: CancelRegistry,
+    /// Where session recordings go, and the chunk size in bytes (`None`: not configured;
+    /// connections with `recording` on then fail to start, see `serve`).
+    pub recordings: Option<(portcullis_ledger::recording::RecordingStore, usize)>,
 }
 
 impl PgGateway {
@@ -432,6 +437,19 @@ impl PgGateway {
         wire::ready_for_query(&mut hello, b'I');
         write_flush(&mut client, &hello).await?;
 
+        let started = Instant::now();
+        let recorder = match (target.recording, &self.recordings) {
+            (RecordingMode::Off, _) | (_, None) => None,
+            (mode, Some((store, chunk))) => Some(Recorder::new(
+                store.clone(),
+                self.ledger.clone(),
+                session_id.clone(),
+                connection.clone(),
+                started,
+                mode == RecordingMode::Full,
+                *chunk,
+            )),
+        };
         Ok(Some(Relay::new(
             SessionInfo {
                 actor: crate::relay::actor_of(&principal),
@@ -445,7 +463,8 @@ impl PgGateway {
                 principal,
                 client_addr: client_addr.to_string(),
                 connection,
-                started: Instant::now(),
+                started,
+                recorder,
             },
             client,
             upstream,

@@ -26,6 +26,8 @@ pub struct Target {
     pub connect_timeout: Duration,
     /// Login methods the target may ask for.
     pub auth: Vec<UpstreamAuth>,
+    /// What its sessions record (see `portcullis_ledger::recording`).
+    pub recording: portcullis_core::config::RecordingMode,
 }
 
 /// A logged-in upstream connection.

@@ -80,6 +80,8 @@ pub struct GatewayOptions {
     pub extra_config: String,
     /// More lines of the `[store]` table (`kind = "postgres"`, `url = …`).
     pub store: String,
+    /// More lines of the test database's `[[connections]]` entry (`recording = "full"`).
+    pub connection: String,
 }
 
 /// The policy most tests run under: everything allowed (they test the relay, not policy).
@@ -102,6 +104,7 @@ impl Default for GatewayOptions {
             groups: Vec::new(),
             extra_config: String::new(),
             store: String::new(),
+            connection: String::new(),
         }
     }
 }
@@ -166,6 +169,7 @@ port = {pg_port}
 database = "{DB}"
 user = "postgres"
 password_file = "target-password"
+{connection}
 
 [[connections]]
 name = "unreachable"
@@ -194,6 +198,7 @@ groups = {groups:?}
             groups = opts.groups,
             extra_config = opts.extra_config,
             store = opts.store,
+            connection = opts.connection,
         );
         std::fs::write(&config, text).expect("write config");
         let mut gw = Gateway {

@@ -1,0 +1,409 @@
+//! Session recordings: what a session's target received and (in `full` mode) what its client
+//! received, as the bytes went over the wire, with timing.
+//!
+//! ```text
+//! relay ──► Recorder (per session) ── frames in a buffer ──► chunk (every chunk_kib, and at
+//!                                                             the end of the session)
+//! chunk = lz4( frame* ),  frame = direction (1: 'c' to the target, 's' to the client)
+//!                                 ‖ offset_us u64 BE (since the session started)
+//!                                 ‖ len u32 BE ‖ bytes
+//! stored as <prefix>/chunks/<h[0..2]>/<h> where h = hex(SHA-256(chunk))
+//! then a `recording_chunk` ledger event names h, its index, sizes and times
+//! ```
+//!
+//! Content addressing makes the store's objects self-verifying and the ledger event makes the
+//! recording tamper-evident: `portcullis sessions replay` fetches each chunk by the hash the
+//! (verified) ledger holds and refuses one whose bytes hash differently. A chunk is written to
+//! the store before its event is appended; a failed write is recorded as an event with
+//! `error` (the statements themselves are in the ledger either way). At most
+//! [`MAX_IN_FLIGHT`] chunks per session are being written at once: a slower store slows the
+//! session down rather than filling memory.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+use portcullis_core::{EventData, NewEvent};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+
+use crate::chain::to_hex;
+use crate::error::LedgerError;
+use crate::Ledger;
+
+/// Chunks of one session written concurrently at most.
+pub const MAX_IN_FLIGHT: usize = 4;
+
+/// Direction of a frame: bytes relayed to the target.
+pub const TO_TARGET: u8 = b'c';
+/// Direction of a frame: bytes relayed to the client.
+pub const TO_CLIENT: u8 = b's';
+
+/// Where recordings are kept: a folder or an S3-compatible bucket, behind `object_store`.
+#[derive(Clone)]
+pub struct RecordingStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    /// For messages: `file:///…` or `s3://bucket/prefix`.
+    name: String,
+}
+
+impl std::fmt::Debug for RecordingStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+fn store_err(name: &str, detail: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Recording {
+        store: name.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+/// How to reach an S3-compatible bucket.
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    pub bucket: String,
+    pub prefix: String,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub allow_http: bool,
+}
+
+impl RecordingStore {
+    /// Recordings in a local folder (created if missing).
+    pub fn local(folder: &std::path::Path) -> Result<RecordingStore, LedgerError> {
+        let name = format!("file://{}", folder.display());
+        std::fs::create_dir_all(folder).map_err(|e| {
+            store_err(
+                &name,
+                format!("cannot create the recordings folder: {e}; set [recordings] path"),
+            )
+        })?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(folder)
+            .map_err(|e| store_err(&name, e))?;
+        Ok(RecordingStore {
+            store: Arc::new(store),
+            prefix: String::new(),
+            name,
+        })
+    }
+
+    /// Recordings in an S3-compatible bucket.
+    pub fn s3(opts: &S3Options) -> Result<RecordingStore, LedgerError> {
+        let prefix = opts.prefix.trim_matches('/').to_string();
+        let name = format!("s3://{}/{prefix}", opts.bucket);
+        let mut b = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(&opts.bucket)
+            .with_region(&opts.region)
+            .with_access_key_id(&opts.access_key_id)
+            .with_secret_access_key(&opts.secret_access_key)
+            .with_allow_http(opts.allow_http);
+        if let Some(endpoint) = &opts.endpoint {
+            // Path-style requests (http://host/bucket/key): what MinIO and most others serve.
+            b = b
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false);
+        }
+        let store = b.build().map_err(|e| store_err(&name, e))?;
+        Ok(RecordingStore {
+            store: Arc::new(store),
+            prefix,
+            name,
+        })
+    }
+
+    /// The store's name for messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn path_of(&self, hash: &str) -> Result<ObjectPath, LedgerError> {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(store_err(
+                &self.name,
+                format!("{hash:?} is not a chunk hash"),
+            ));
+        }
+        let key = format!("chunks/{}/{hash}", &hash[..2]);
+        Ok(if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        })
+    }
+
+    /// Stores a chunk under its hash; returns the hash.
+    pub async fn put(&self, chunk: Vec<u8>) -> Result<String, LedgerError> {
+        let hash = to_hex(&Sha256::digest(&chunk));
+        let path = self.path_of(&hash)?;
+        self.store
+            .put(&path, Bytes::from(chunk).into())
+            .await
+            .map_err(|e| store_err(&self.name, format!("storing chunk {hash}: {e}")))?;
+        Ok(hash)
+    }
+
+    /// Fetches the chunk named `hash` and checks that its bytes still hash to it.
+    pub async fn get(&self, hash: &str) -> Result<Vec<u8>, LedgerError> {
+        let path = self.path_of(hash)?;
+        let got = self
+            .store
+            .get(&path)
+            .await
+            .map_err(|e| store_err(&self.name, format!("fetching chunk {hash}: {e}")))?;
+        let bytes = got
+            .bytes()
+            .await
+            .map_err(|e| store_err(&self.name, format!("reading chunk {hash}: {e}")))?;
+        let actual = to_hex(&Sha256::digest(&bytes));
+        if actual != hash {
+            return Err(store_err(
+                &self.name,
+                format!(
+                    "chunk {hash} was altered: its bytes hash to {actual}; the ledger's hash is \
+                     the evidence, the stored chunk is not"
+                ),
+            ));
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Deletes a chunk (retention). A chunk already gone is not an error.
+    pub async fn delete(&self, hash: &str) -> Result<(), LedgerError> {
+        let path = self.path_of(hash)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(store_err(&self.name, format!("deleting chunk {hash}: {e}"))),
+        }
+    }
+}
+
+/// One frame of a recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// [`TO_TARGET`] or [`TO_CLIENT`].
+    pub direction: u8,
+    /// Microseconds since the session started.
+    pub offset_us: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// Decodes a stored chunk into its frames.
+pub fn decode_chunk(chunk: &[u8]) -> Result<Vec<Frame>, String> {
+    let raw = lz4_flex::decompress_size_prepended(chunk)
+        .map_err(|e| format!("the chunk does not decompress: {e}"))?;
+    let mut frames = Vec::new();
+    let mut b = raw.as_slice();
+    while !b.is_empty() {
+        if b.len() < 13 {
+            return Err("a frame header is cut off".into());
+        }
+        let direction = b[0];
+        let offset_us = u64::from_be_bytes(b[1..9].try_into().map_err(|_| "bad offset")?);
+        let len = u32::from_be_bytes(b[9..13].try_into().map_err(|_| "bad length")?) as usize;
+        b = &b[13..];
+        if b.len() < len || !(direction == TO_TARGET || direction == TO_CLIENT) {
+            return Err("a frame is cut off or has an unknown direction".into());
+        }
+        frames.push(Frame {
+            direction,
+            offset_us,
+            bytes: b[..len].to_vec(),
+        });
+        b = &b[len..];
+    }
+    Ok(frames)
+}
+
+/// Records one session: collects frames, stores full chunks, appends their events.
+pub struct Recorder {
+    store: RecordingStore,
+    ledger: Ledger,
+    session_id: String,
+    connection: String,
+    started: Instant,
+    /// Record what the client received too (`full`), not only what the target received.
+    responses: bool,
+    chunk_bytes: usize,
+    buf: Vec<u8>,
+    frames: u64,
+    first_us: u64,
+    last_us: u64,
+    index: u64,
+    in_flight: std::collections::VecDeque<JoinHandle<()>>,
+}
+
+impl Recorder {
+    /// A recorder for one session. `responses`: `full` mode.
+    pub fn new(
+        store: RecordingStore,
+        ledger: Ledger,
+        session_id: String,
+        connection: String,
+        started: Instant,
+        responses: bool,
+        chunk_bytes: usize,
+    ) -> Recorder {
+        Recorder {
+            store,
+            ledger,
+            session_id,
+            connection,
+            started,
+            responses,
+            chunk_bytes: chunk_bytes.max(1024),
+            buf: Vec::new(),
+            frames: 0,
+            first_us: 0,
+            last_us: 0,
+            index: 0,
+            in_flight: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Bytes the target received.
+    pub async fn to_target(&mut self, bytes: &[u8]) {
+        self.frame(TO_TARGET, bytes).await;
+    }
+
+    /// Bytes the client received (recorded in `full` mode only).
+    pub async fn to_client(&mut self, bytes: &[u8]) {
+        if self.responses {
+            self.frame(TO_CLIENT, bytes).await;
+        }
+    }
+
+    async fn frame(&mut self, direction: u8, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let offset = self.started.elapsed().as_micros() as u64;
+        if self.frames == 0 {
+            self.first_us = offset;
+        }
+        self.last_us = offset;
+        self.frames += 1;
+        self.buf.push(direction);
+        self.buf.extend_from_slice(&offset.to_be_bytes());
+        self.buf
+            .extend_from_slice(&(bytes.len().min(u32::MAX as usize) as u32).to_be_bytes());
+        self.buf.extend_from_slice(bytes);
+        if self.buf.len() >= self.chunk_bytes {
+            self.flush().await;
+        }
+    }
+
+    /// Starts storing what is buffered as one chunk (waits while [`MAX_IN_FLIGHT`] are).
+    async fn flush(&mut self) {
+        if self.frames == 0 {
+            return;
+        }
+        while self.in_flight.len() >= MAX_IN_FLIGHT {
+            if let Some(h) = self.in_flight.pop_front() {
+                let _ = h.await;
+            }
+        }
+        let raw = std::mem::take(&mut self.buf);
+        let (index, frames, first_us, last_us) =
+            (self.index, self.frames, self.first_us, self.last_us);
+        self.index += 1;
+        self.frames = 0;
+        let store = self.store.clone();
+        let ledger = self.ledger.clone();
+        let session = self.session_id.clone();
+        let connection = self.connection.clone();
+        self.in_flight.push_back(tokio::spawn(async move {
+            let raw_bytes = raw.len() as u64;
+            let chunk = lz4_flex::compress_prepend_size(&raw);
+            drop(raw);
+            let bytes = chunk.len() as u64;
+            let provisional = to_hex(&Sha256::digest(&chunk));
+            let (hash, error) = match store.put(chunk).await {
+                Ok(h) => (h, None),
+                Err(e) => {
+                    tracing::error!(session = %session, error = %e, "a recording chunk could not be stored");
+                    (provisional, Some(e.to_string()))
+                }
+            };
+            ledger.append_detached(vec![NewEvent::new(
+                session,
+                EventData::RecordingChunk {
+                    connection,
+                    index,
+                    hash,
+                    bytes,
+                    raw_bytes,
+                    frames,
+                    first_us,
+                    last_us,
+                    error,
+                },
+            )]);
+        }));
+    }
+
+    /// Stores the rest and waits until every chunk of the session is stored and recorded.
+    pub async fn finish(mut self) {
+        self.flush().await;
+        for h in std::mem::take(&mut self.in_flight) {
+            let _ = h.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(frames: &[Frame]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for f in frames {
+            raw.push(f.direction);
+            raw.extend_from_slice(&f.offset_us.to_be_bytes());
+            raw.extend_from_slice(&(f.bytes.len() as u32).to_be_bytes());
+            raw.extend_from_slice(&f.bytes);
+        }
+        lz4_flex::compress_prepend_size(&raw)
+    }
+
+    #[test]
+    fn chunks_round_trip_and_damage_is_refused() {
+        let frames = vec![
+            Frame {
+                direction: TO_TARGET,
+                offset_us: 5,
+                bytes: b"Q\0\0\0\rSELECT 1\0".to_vec(),
+            },
+            Frame {
+                direction: TO_CLIENT,
+                offset_us: 900,
+                bytes: vec![b'Z', 0, 0, 0, 5, b'I'],
+            },
+        ];
+        let chunk = encode(&frames);
+        assert_eq!(decode_chunk(&chunk).unwrap(), frames);
+        assert!(decode_chunk(&chunk[..chunk.len() - 3]).is_err());
+    }
+
+    #[tokio::test]
+    async fn the_store_names_chunks_by_hash_and_refuses_altered_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordingStore::local(dir.path()).unwrap();
+        let hash = store.put(b"chunk bytes".to_vec()).await.unwrap();
+        assert_eq!(hash, to_hex(&Sha256::digest(b"chunk bytes")));
+        assert_eq!(store.get(&hash).await.unwrap(), b"chunk bytes");
+        let file = dir.path().join("chunks").join(&hash[..2]).join(&hash);
+        std::fs::write(&file, b"other bytes").unwrap();
+        let err = store.get(&hash).await.unwrap_err().to_string();
+        assert!(err.contains("was altered"), "{err}");
+        assert!(store.get("../../etc/passwd").await.is_err());
+        store.delete(&hash).await.unwrap();
+        store.delete(&hash).await.unwrap();
+    }
+}

@@ -1,0 +1,235 @@
+//! Session recordings end to end: psql through the real gateway with `recording = "full"` or
+//! `"commands"`; `portcullis sessions list|show|replay` read them back from a local folder and
+//! from a real S3-compatible server (moto, started by the test); a chunk altered in the store
+//! is refused on replay.
+
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn session_ids(gw: &Gateway) -> Vec<String> {
+    let out = ok(gw.cli(&["sessions", "list"]));
+    out.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect()
+}
+
+fn run_queries(gw: &Gateway) {
+    ok(gw.psql(&[
+        "-c",
+        "CREATE TABLE rec_people (id int, name text)",
+        "-c",
+        "INSERT INTO rec_people VALUES (1, 'ada'), (2, NULL)",
+        "-c",
+        "SELECT id, name FROM rec_people ORDER BY id",
+        "-c",
+        "SELECT g, repeat('x', 100) FROM generate_series(1, 2000) g",
+    ]));
+}
+
+#[test]
+fn full_and_commands_recordings_replay_from_a_local_folder() {
+    let cluster = target(&[]);
+    let mut gw = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            connection: "recording = \"full\"".into(),
+            extra_config: "\n[recordings]\nchunk_kib = 16\n".into(),
+            ..GatewayOptions::default()
+        },
+    );
+    run_queries(&gw);
+    gw.stop();
+
+    let ids = session_ids(&gw);
+    assert_eq!(ids.len(), 1, "one session: {ids:?}");
+    let list = ok(gw.cli(&["sessions", "list"]));
+    assert!(list.contains("chunk(s)"), "{list}");
+    let replay = ok(gw.cli(&["sessions", "replay", &ids[0][..8]]));
+    for want in [
+        "> INSERT INTO rec_people VALUES (1, 'ada'), (2, NULL)",
+        "> SELECT id, name FROM rec_people ORDER BY id",
+        "< id | name",
+        "<   1 | ada",
+        "<   2 | NULL",
+        "< SELECT 2",
+        "<   2000 | xxxx",
+        "< SELECT 2000",
+    ] {
+        assert!(
+            replay.contains(want),
+            "replay lacks {want:?}:\n{}",
+            &replay[..replay.len().min(3000)]
+        );
+    }
+    // 2000 rows of ~110 bytes in 16 KiB chunks: the recording spans several chunks, in order.
+    let show = ok(gw.cli(&["sessions", "show", &ids[0]]));
+    let chunks = show.matches("recording chunk #").count();
+    assert!(chunks >= 3, "{chunks} chunks:\n{show}");
+    assert!(ok(gw.cli(&["audit", "verify"])).contains("ledger OK"));
+
+    // Alter one stored chunk: replay names it and fails.
+    let folder = gw.dir.path().join("data/recordings/chunks");
+    let victim = walk(&folder).into_iter().next().expect("a stored chunk");
+    std::fs::write(&victim, b"not the recorded bytes").unwrap();
+    let out = gw.cli(&["sessions", "replay", &ids[0]]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("was altered"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("recording INCOMPLETE"),
+        "{}",
+        stdout(&out)
+    );
+
+    // `commands`: what the target received, no rows.
+    let mut gw2 = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            connection: "recording = \"commands\"".into(),
+            ..GatewayOptions::default()
+        },
+    );
+    ok(gw2.psql(&["-c", "SELECT id, name FROM rec_people ORDER BY id"]));
+    gw2.stop();
+    let id = session_ids(&gw2).pop().expect("a session");
+    let replay = ok(gw2.cli(&["sessions", "replay", &id]));
+    assert!(
+        replay.contains("> SELECT id, name FROM rec_people ORDER BY id"),
+        "{replay}"
+    );
+    assert!(
+        !replay.contains("ada"),
+        "commands mode recorded rows:\n{replay}"
+    );
+
+    // `off` (the default): no recording, and replay says how to turn it on.
+    let mut gw3 = Gateway::start(&cluster, GatewayOptions::default());
+    ok(gw3.psql(&["-c", "SELECT 1"]));
+    gw3.stop();
+    let id = session_ids(&gw3).pop().expect("a session");
+    let out = gw3.cli(&["sessions", "replay", &id]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("recording = \"commands\""),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A moto S3 server on a free port (moto[server] from PyPI, in the test venv).
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto() -> Moto {
+    let py = python();
+    let probe = Command::new(&py)
+        .args(["-c", "import moto.server, boto3"])
+        .output()
+        .expect("run python");
+    assert!(
+        probe.status.success(),
+        "moto is needed for the S3 test: {} -m pip install 'moto[server]' (scripts/test.sh does)",
+        py.display()
+    );
+    let port = free_port();
+    let child = Command::new(&py)
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Moto { child, port }
+}
+
+fn boto(port: u16, code: &str) -> String {
+    let script = format!(
+        "import boto3\ns3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', \
+         aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n{code}"
+    );
+    ok(Command::new(python())
+        .args(["-c", &script])
+        .output()
+        .expect("run boto3"))
+}
+
+#[test]
+fn recordings_go_to_an_s3_bucket() {
+    let s3 = moto();
+    boto(s3.port, "s3.create_bucket(Bucket='recordings')");
+    // Test fixture credentials for the local moto server (it accepts any).
+    std::env::set_var("PORTCULLIS_TEST_S3_KEY", "test");
+    std::env::set_var("PORTCULLIS_TEST_S3_SECRET", "test");
+    let cluster = target(&[]);
+    let mut gw = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            connection: "recording = \"full\"".into(),
+            extra_config: format!(
+                "\n[recordings]\nstore = \"s3\"\nbucket = \"recordings\"\nprefix = \"gw1\"\n\
+                 endpoint = \"http://127.0.0.1:{}\"\nallow_http = true\n\
+                 access_key_id_env = \"PORTCULLIS_TEST_S3_KEY\"\n\
+                 secret_access_key_env = \"PORTCULLIS_TEST_S3_SECRET\"\nchunk_kib = 16\n",
+                s3.port
+            ),
+            ..GatewayOptions::default()
+        },
+    );
+    run_queries(&gw);
+    gw.stop();
+    let keys = boto(
+        s3.port,
+        "print('\\n'.join(o['Key'] for o in s3.list_objects_v2(Bucket='recordings')['Contents']))",
+    );
+    assert!(keys.lines().count() >= 3, "{keys}");
+    assert!(keys.lines().all(|k| k.starts_with("gw1/chunks/")), "{keys}");
+    let id = session_ids(&gw).pop().expect("a session");
+    let replay = ok(gw.cli(&["sessions", "replay", &id]));
+    assert!(replay.contains("<   1 | ada"), "{replay}");
+    assert!(replay.contains("< SELECT 2000"), "{replay}");
+    // Replace one object in the bucket: replay refuses it.
+    let victim = keys.lines().next().unwrap().to_string();
+    boto(
+        s3.port,
+        &format!("s3.put_object(Bucket='recordings', Key='{victim}', Body=b'forged')"),
+    );
+    let out = gw.cli(&["sessions", "replay", &id]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("was altered"), "{}", stdout(&out));
+}
