@@ -4,7 +4,9 @@
 //!  append(events) ── push onto the queue, wake the writer ──► await the answer
 //!
 //!  writer thread: take everything queued (up to MAX_BATCH_EVENTS) · seal and serialise ·
-//!     BEGIN · SELECT head FOR UPDATE (waits while another gateway commits) · number and hash
+//!     if this gateway wrote the head last: one statement that locks the head, checks it is
+//!     unchanged, inserts the rows and moves it (committed alone); otherwise (or if another
+//!     gateway moved it): BEGIN · SELECT head FOR UPDATE (waits while another gateway commits) · number and hash
 //!     after the head · INSERT all rows and move the head (one statement) · COMMIT · answer
 //!     every submitter · sign a checkpoint when one is due
 //! ```
@@ -41,6 +43,19 @@ WITH ins AS (
                          $6::bytea[], $7::bytea[])
 )
 UPDATE portcullis.head SET seq = $8, hash = $9 WHERE id = 1";
+
+/// The fast path: lock the head row first (so a gateway on the slow path, which also locks it
+/// first, cannot deadlock with this insert), and write only if the head is still at `$10`.
+/// Updates one row when it wrote, none when another gateway moved the head.
+const INSERT_IF_HEAD: &str = "
+WITH h AS (SELECT seq FROM portcullis.head WHERE id = 1 AND seq = $10 FOR UPDATE),
+ins AS (
+    INSERT INTO portcullis.events (seq, ts_us, session_id, kind, data, prev_hash, hash)
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                         $6::bytea[], $7::bytea[])
+    WHERE EXISTS (SELECT 1 FROM h)
+)
+UPDATE portcullis.head SET seq = $8, hash = $9 WHERE id = 1 AND EXISTS (SELECT 1 FROM h)";
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -248,6 +263,63 @@ struct Prepared {
     generation: u64,
     head: Statement,
     insert: Statement,
+    insert_if_head: Statement,
+}
+
+/// The columns of one group, numbered and hashed after a head, as the INSERT binds them.
+struct Rows<'a> {
+    seqs: Vec<i64>,
+    tss: Vec<i64>,
+    sessions: Vec<&'a str>,
+    kinds: Vec<&'static str>,
+    datas: Vec<&'a str>,
+    prevs: Vec<Vec<u8>>,
+    hashes: Vec<Vec<u8>>,
+    last_seq: i64,
+    last_hash: [u8; 32],
+}
+
+impl<'a> Rows<'a> {
+    fn chain(
+        ready: &'a [Submission],
+        jsons: &'a [Vec<u8>],
+        first: u64,
+        mut prev: [u8; 32],
+        name: &std::path::Path,
+    ) -> Result<Rows<'a>, LedgerError> {
+        let n = jsons.len();
+        let mut rows = Rows {
+            seqs: Vec::with_capacity(n),
+            tss: Vec::with_capacity(n),
+            sessions: Vec::with_capacity(n),
+            kinds: Vec::with_capacity(n),
+            datas: Vec::with_capacity(n),
+            prevs: Vec::with_capacity(n),
+            hashes: Vec::with_capacity(n),
+            last_seq: (first + n as u64 - 1) as i64,
+            last_hash: prev,
+        };
+        let all = ready.iter().flat_map(|s| s.events.iter());
+        for (i, (ev, json)) in all.zip(jsons).enumerate() {
+            let s = first + i as u64;
+            let kind = ev.data.kind();
+            let h = event_hash(&prev, s, ev.ts_us, kind, &ev.session_id, json);
+            let data = std::str::from_utf8(json).map_err(|_| LedgerError::Store {
+                path: name.to_path_buf(),
+                detail: "an event serialised to invalid UTF-8".into(),
+            })?;
+            rows.seqs.push(s as i64);
+            rows.tss.push(ev.ts_us);
+            rows.sessions.push(ev.session_id.as_str());
+            rows.kinds.push(kind);
+            rows.datas.push(data);
+            rows.prevs.push(prev.to_vec());
+            rows.hashes.push(h.to_vec());
+            prev = h;
+        }
+        rows.last_hash = prev;
+        Ok(rows)
+    }
 }
 
 struct Writer {
@@ -260,6 +332,8 @@ struct Writer {
     last_checkpoint: Instant,
     /// Reused across groups.
     ready: Vec<Submission>,
+    /// The head this gateway committed last (`None`: unknown, read it under the lock).
+    head: Option<(u64, [u8; 32])>,
 }
 
 impl Writer {
@@ -284,6 +358,7 @@ impl Writer {
             since_checkpoint: 0,
             last_checkpoint: Instant::now(),
             ready: Vec::new(),
+            head: None,
         };
         let head = w.head_seq()?;
         shared.last_seq.store(head, Ordering::Relaxed);
@@ -511,6 +586,7 @@ impl Writer {
             Err(e) => {
                 self.conn.reset();
                 self.prepared = None;
+                self.head = None;
                 shared.failures.fetch_add(events as u64, Ordering::Relaxed);
                 tracing::error!(store = %name.display(), error = %e, events, "ledger store write failed: events not recorded, statements refused");
                 let msg = e.to_string();
@@ -544,11 +620,14 @@ impl Writer {
                 .prepare("SELECT seq, hash FROM portcullis.head WHERE id = 1 FOR UPDATE")
                 .map_err(err)?;
             let insert = client.prepare(INSERT).map_err(err)?;
+            let insert_if_head = client.prepare(INSERT_IF_HEAD).map_err(err)?;
             self.prepared = Some(Prepared {
                 generation,
                 head,
                 insert,
+                insert_if_head,
             });
+            self.head = None;
         }
         let Some(p) = self.prepared.as_ref() else {
             return Err(LedgerError::Store {
@@ -556,59 +635,63 @@ impl Writer {
                 detail: "statements not prepared".into(),
             });
         };
+        // Fast path: this gateway wrote the head last (the usual case with one gateway, and
+        // between other gateways' groups): one statement, committed on its own, that locks
+        // the head row first and writes only if it is still what this gateway wrote.
+        if let Some((seq, hash)) = self.head {
+            let rows = Rows::chain(&self.ready, jsons, seq + 1, hash, &name)?;
+            let client = self.conn.client()?;
+            let moved = client
+                .execute(
+                    &p.insert_if_head,
+                    &[
+                        &rows.seqs,
+                        &rows.tss,
+                        &rows.sessions,
+                        &rows.kinds,
+                        &rows.datas,
+                        &rows.prevs,
+                        &rows.hashes,
+                        &rows.last_seq,
+                        &&rows.last_hash[..],
+                        &(seq as i64),
+                    ],
+                )
+                .map_err(err)?;
+            if moved == 1 {
+                self.head = Some((rows.last_seq as u64, rows.last_hash));
+                return Ok(seq + 1);
+            }
+            self.head = None; // another gateway wrote since: take the lock and read the head
+        }
         let client = self.conn.client()?;
         let mut tx = client.transaction().map_err(err)?;
         let row = tx.query_one(&p.head, &[]).map_err(err)?;
         let seq: i64 = row.try_get(0).map_err(err)?;
         let hash: Vec<u8> = row.try_get(1).map_err(err)?;
-        let mut prev: [u8; 32] = hash.as_slice().try_into().map_err(|_| LedgerError::Store {
+        let prev: [u8; 32] = hash.as_slice().try_into().map_err(|_| LedgerError::Store {
             path: name.clone(),
             detail: "the chain head's hash is not 32 bytes: run `portcullis audit verify`".into(),
         })?;
         let first = seq as u64 + 1;
-        let n = jsons.len();
-        let (mut seqs, mut tss) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut sessions, mut kinds, mut datas) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut prevs, mut hashes) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        let all = self.ready.iter().flat_map(|s| s.events.iter());
-        for (i, (ev, json)) in all.zip(jsons).enumerate() {
-            let s = first + i as u64;
-            let kind = ev.data.kind();
-            let h = event_hash(&prev, s, ev.ts_us, kind, &ev.session_id, json);
-            let data = std::str::from_utf8(json).map_err(|_| LedgerError::Store {
-                path: name.clone(),
-                detail: "an event serialised to invalid UTF-8".into(),
-            })?;
-            seqs.push(s as i64);
-            tss.push(ev.ts_us);
-            sessions.push(ev.session_id.as_str());
-            kinds.push(kind);
-            datas.push(data);
-            prevs.push(prev.to_vec());
-            hashes.push(h.to_vec());
-            prev = h;
-        }
-        let last = (first + n as u64 - 1) as i64;
+        let rows = Rows::chain(&self.ready, jsons, first, prev, &name)?;
         tx.execute(
             &p.insert,
             &[
-                &seqs,
-                &tss,
-                &sessions,
-                &kinds,
-                &datas,
-                &prevs,
-                &hashes,
-                &last,
-                &&prev[..],
+                &rows.seqs,
+                &rows.tss,
+                &rows.sessions,
+                &rows.kinds,
+                &rows.datas,
+                &rows.prevs,
+                &rows.hashes,
+                &rows.last_seq,
+                &&rows.last_hash[..],
             ],
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;
+        self.head = Some((rows.last_seq as u64, rows.last_hash));
         Ok(first)
     }
 
