@@ -214,3 +214,35 @@ fn a_gateway_with_its_own_key_is_refused_by_a_shared_store() {
     assert!(err.contains("must sign with the same key"), "{err}");
     a.stop();
 }
+
+/// The crash test on the shared store: a gateway SIGKILLed five times under pgbench, the
+/// target logging every statement; each one it ran is in the store, which verifies after
+/// every restart.
+#[test]
+fn a_killed_gateway_on_the_shared_store_loses_nothing() {
+    let cluster = target(&[("log_statement", "all")]);
+    cluster
+        .create_database("ledger")
+        .expect("create the store database");
+    std::env::set_var("PORTCULLIS_TEST_STORE_URL", cluster.url("ledger"));
+    let mut gw = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            store: store_config("keys/ledger.key"),
+            ..GatewayOptions::default()
+        },
+    );
+    let url = cluster.url("ledger");
+    kill_under_pgbench(&mut gw, &cluster, 5, |_| {
+        LedgerReader::open_postgres(&url)
+            .expect("open the store")
+            .of_kind("statement")
+            .expect("read")
+            .iter()
+            .filter_map(|e| match e.parse() {
+                Ok(EventData::Statement { text, .. }) => Some(text),
+                _ => None,
+            })
+            .collect()
+    });
+}

@@ -533,3 +533,76 @@ pub fn grep_log(path: &Path, needle: &str) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// SIGKILLs the gateway `rounds` times, each while pgbench inserts through it (the target must
+/// run with `log_statement = 'all'`), restarting it and checking `audit verify` after each
+/// restart. Then every INSERT the target's log shows must be among `recorded(gw)`, the
+/// statement texts the ledger holds.
+pub fn kill_under_pgbench(
+    gw: &mut Gateway,
+    cluster: &Cluster,
+    rounds: u64,
+    recorded: impl Fn(&Gateway) -> std::collections::HashSet<String>,
+) {
+    let out = psql_direct(cluster, &["-c", "CREATE TABLE marks (n bigint)"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for round in 0..rounds {
+        let script = gw.dir.path().join("insert.sql");
+        std::fs::write(
+            &script,
+            format!("\\set r random(1, 999999)\nINSERT INTO marks VALUES ({round} * 100000000 + :client_id * 1000000 + :r);\n"),
+        )
+        .expect("script");
+        let mut bench = Command::new(bins().path("pgbench"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &gw.port.to_string(),
+                "-U",
+                &gw.agent.name,
+            ])
+            .args(["-n", "-c", "4", "-j", "2", "-T", "30", "-f"])
+            .arg(&script)
+            .arg(DB)
+            .env("PGPASSWORD", &gw.agent.key)
+            .env("PGSSLMODE", "disable")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pgbench");
+        // Kill at a different moment in each round.
+        std::thread::sleep(Duration::from_millis(500 + 137 * (round % 7)));
+        gw.kill();
+        let _ = bench.wait();
+        gw.spawn();
+        let verify = gw.cli(&["audit", "verify"]);
+        assert!(
+            stdout(&verify).contains("ledger OK"),
+            "after kill {}: {}{}",
+            round + 1,
+            stdout(&verify),
+            stderr(&verify)
+        );
+    }
+    gw.stop();
+    let log = std::fs::read_to_string(cluster.log_file()).expect("target log");
+    let ran: Vec<String> = log
+        .lines()
+        .filter_map(|l| l.split("statement: ").nth(1))
+        .filter(|s| s.starts_with("INSERT INTO marks VALUES"))
+        .map(str::to_string)
+        .collect();
+    assert!(ran.len() > 100, "the target ran only {} inserts", ran.len());
+    let recorded = recorded(gw);
+    let missing: Vec<&String> = ran.iter().filter(|s| !recorded.contains(*s)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} statements ran without a ledger event, e.g. {:?}",
+        missing.len(),
+        ran.len(),
+        missing.first()
+    );
+    let verify = ok(gw.cli(&["audit", "verify"]));
+    assert!(verify.contains("ledger OK"), "{verify}");
+}
