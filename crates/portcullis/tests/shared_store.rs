@@ -246,3 +246,70 @@ fn a_killed_gateway_on_the_shared_store_loses_nothing() {
             .collect()
     });
 }
+
+/// Fail closed on the shared store: with the store's database down, statements are refused
+/// with the reason (the target never sees them); once it is back, the same gateway serves
+/// again without a restart, and the ledger verifies.
+#[test]
+fn statements_are_refused_while_the_store_is_down_and_flow_again_after() {
+    let cluster = target(&[("log_statement", "all")]);
+    let bins = bins();
+    let mut store = pg_ephemeral::Cluster::start(&bins, pg_ephemeral::ClusterOptions::default())
+        .expect("start the store's PostgreSQL");
+    let url = store.url("postgres");
+    std::env::set_var("PORTCULLIS_TEST_STORE_URL", &url);
+    let mut gw = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            store: store_config("keys/ledger.key"),
+            ..GatewayOptions::default()
+        },
+    );
+    ok(gw.psql(&["-c", "SELECT 'before the outage'"]));
+    let (port, data) = (store.port(), store.data_dir().to_path_buf());
+    store.stop().expect("stop the store");
+    let out = gw.psql(&["-c", "SELECT 'during the outage'"]);
+    assert!(!out.status.success(), "a statement ran with the store down");
+    assert!(stderr(&out).contains("not recorded"), "{}", stderr(&out));
+    let log = std::fs::read_to_string(cluster.log_file()).unwrap();
+    assert!(
+        !log.contains("during the outage"),
+        "the target ran an unrecorded statement"
+    );
+    let back = pg_ephemeral::Cluster::start_in(
+        &bins,
+        &data,
+        pg_ephemeral::ClusterOptions {
+            port: Some(port),
+            keep: true,
+            ..pg_ephemeral::ClusterOptions::default()
+        },
+    )
+    .expect("restart the store");
+    ok(gw.psql(&["-c", "SELECT 'after the outage'"]));
+    gw.stop();
+    let texts: Vec<String> = LedgerReader::open_postgres(&url)
+        .unwrap()
+        .of_kind("statement")
+        .unwrap()
+        .iter()
+        .filter_map(|e| match e.parse() {
+            Ok(EventData::Statement { text, .. }) => Some(text),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        texts.iter().any(|t| t.contains("before the outage")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("after the outage")),
+        "{texts:?}"
+    );
+    assert!(
+        !texts.iter().any(|t| t.contains("during the outage")),
+        "{texts:?}"
+    );
+    assert!(ok(gw.cli(&["audit", "verify"])).contains("ledger OK"));
+    drop(back);
+}
