@@ -377,6 +377,11 @@ pub enum EventData {
         max_age_days: u64,
         /// Who ran retention (`gateway schedule`, or the user of `portcullis retention run`).
         by: String,
+        /// What was deleted: empty for the sealed fields (the segment's key), `recordings`
+        /// for the session-recording chunks of that connection and day (the events' range is
+        /// then that of their `recording_chunk` events).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        what: String,
     },
     /// The token endpoint issued a gateway token (token exchange or SAML bearer grant).
     TokenIssued {

@@ -39,9 +39,13 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanItem {
     pub segment: Segment,
-    /// First seq, last seq and number of events sealed under it (`None`: no event uses it).
+    /// First seq, last seq and number of events sealed under it (`None`: no event uses it);
+    /// for recordings, of its `recording_chunk` events.
     pub range: Option<(u64, u64, u64)>,
     pub decision: Decision,
+    /// `Some`: this item is the session-recording chunks of the segment's connection and day
+    /// (their hashes), not its sealed fields.
+    pub chunks: Option<Vec<String>>,
 }
 
 /// What a retention run does, segment by segment, at `now_us`.
@@ -127,26 +131,89 @@ pub fn plan(
     now_us: i64,
 ) -> Result<RetentionPlan, LedgerError> {
     let ranges = reader.segment_ranges()?;
-    let items = reader
+    let mut items: Vec<PlanItem> = reader
         .segments()?
         .into_iter()
         .map(|segment| PlanItem {
             range: ranges.get(&segment.segment).copied(),
             decision: decide(rules, &segment, now_us),
             segment,
+            chunks: None,
         })
         .collect();
+    items.extend(recording_items(reader, rules, now_us)?);
     Ok(RetentionPlan { now_us, items })
+}
+
+/// The recordings of each connection and day, from the `recording_chunk` events, with what
+/// the rules decide for them (the same rules as for sealed fields).
+fn recording_items(
+    reader: &LedgerReader,
+    rules: &[RetentionRule],
+    now_us: i64,
+) -> Result<Vec<PlanItem>, LedgerError> {
+    let mut deleted = std::collections::HashSet::new();
+    for ev in reader.of_kind("retention_deleted")? {
+        if let Ok(EventData::RetentionDeleted { segment, what, .. }) = ev.parse() {
+            if what == "recordings" {
+                deleted.insert(segment);
+            }
+        }
+    }
+    let mut groups: std::collections::BTreeMap<String, PlanItem> = Default::default();
+    for ev in reader.of_kind("recording_chunk")? {
+        let Ok(EventData::RecordingChunk {
+            connection,
+            hash,
+            error,
+            ..
+        }) = ev.parse()
+        else {
+            continue;
+        };
+        let day = crate::seal::day_of(ev.ts_us);
+        let name = format!("{connection}/{day}");
+        let item = groups.entry(name.clone()).or_insert_with(|| PlanItem {
+            segment: Segment {
+                segment: name,
+                connection,
+                day,
+                deleted: false,
+            },
+            range: Some((ev.seq, ev.seq, 0)),
+            decision: Decision::AlreadyDeleted,
+            chunks: Some(Vec::new()),
+        });
+        if let Some((_, last, n)) = item.range.as_mut() {
+            *last = ev.seq;
+            *n += 1;
+        }
+        if error.is_none() {
+            item.chunks.get_or_insert_with(Vec::new).push(hash);
+        }
+    }
+    Ok(groups
+        .into_values()
+        .map(|mut item| {
+            item.segment.deleted = deleted.contains(&item.segment.segment);
+            item.decision = decide(rules, &item.segment, now_us);
+            item
+        })
+        .collect())
 }
 
 impl Ledger {
     /// Carries out a plan's deletions: for each, appends a `retention_deleted` event (and
     /// waits until it is recorded), then destroys the segment's key. Returns the seqs of the
     /// deletion events. `by` names who ran it.
+    ///
+    /// Recording items delete their chunks from `recordings` (after their event is recorded);
+    /// without a store they fail.
     pub async fn apply_retention(
         &self,
         plan: &RetentionPlan,
         by: &str,
+        recordings: Option<&crate::recording::RecordingStore>,
     ) -> Result<Vec<u64>, LedgerError> {
         let mut done = Vec::new();
         for item in plan.deletions() {
@@ -173,12 +240,32 @@ impl Ledger {
                         age_days: *age_days,
                         max_age_days: *max_age_days,
                         by: by.to_string(),
+                        what: if item.chunks.is_some() {
+                            "recordings".into()
+                        } else {
+                            String::new()
+                        },
                     },
                 )])
                 .await?;
-            // The record of the deletion must outlive a power loss before the key goes.
+            // The record of the deletion must outlive a power loss before anything goes.
             self.sync()?;
-            self.delete_segment_key(&item.segment.segment, rule)?;
+            match &item.chunks {
+                None => self.delete_segment_key(&item.segment.segment, rule)?,
+                Some(hashes) => {
+                    let store = recordings.ok_or_else(|| LedgerError::Recording {
+                        store: "(none)".into(),
+                        detail: format!(
+                            "retention would delete the recordings of {}, but no recordings \
+                             store is configured: add [recordings] as the gateway had it",
+                            item.segment.segment
+                        ),
+                    })?;
+                    for h in hashes {
+                        store.delete(h).await?;
+                    }
+                }
+            }
             done.push(seq);
         }
         Ok(done)

@@ -197,7 +197,7 @@ async fn deletes_exactly_what_the_rules_say_and_the_ledger_still_verifies() {
     assert_eq!(plan.deletions().count(), 1);
     drop(reader);
 
-    let done = ledger.apply_retention(&plan, "test").await.unwrap();
+    let done = ledger.apply_retention(&plan, "test", None).await.unwrap();
     assert_eq!(done.len(), 1);
     ledger.close();
 

@@ -516,8 +516,9 @@ pub fn render(ev: &StoredEvent) -> String {
                 "token issued ({grant_type}) to {client_addr}: {}",
                 who(&principal)
             ),
-            EventData::RetentionDeleted { rule, segment, first_seq, last_seq, events, age_days, by, .. } => format!(
-                "RETENTION deleted the sealed fields of {segment} ({events} events, #{first_seq}..#{last_seq}, {age_days} days old) under rule {rule}, run by {by}"
+            EventData::RetentionDeleted { rule, segment, first_seq, last_seq, events, age_days, by, what, .. } => format!(
+                "RETENTION deleted the {} of {segment} ({events} events, #{first_seq}..#{last_seq}, {age_days} days old) under rule {rule}, run by {by}",
+                if what == "recordings" { "recording chunks" } else { "sealed fields" }
             ),
             EventData::TokenRefused { endpoint, client_addr, reason } => {
                 format!("TOKEN REFUSED at {endpoint} for {client_addr}: {reason}")

@@ -67,7 +67,8 @@ pub fn run(cmd: RetentionCommand) -> anyhow::Result<ExitCode> {
     };
     let by = std::env::var("USER").unwrap_or_else(|_| "portcullis retention run".into());
     let rt = crate::serve::runtime()?;
-    let result = rt.block_on(ledger.apply_retention(&plan, &by));
+    let store = crate::sessions::recordings_store(&cfg, &data_dir)?;
+    let result = rt.block_on(ledger.apply_retention(&plan, &by, store.as_ref()));
     ledger.close();
     let seqs = result.map_err(|e| anyhow!("{e}"))?;
     println!(
@@ -94,7 +95,11 @@ fn print_plan(plan: &RetentionPlan) {
             Decision::Keep { why } => format!("keep: {why}"),
             Decision::AlreadyDeleted => "deleted before".to_string(),
         };
-        println!("{:<40} {events:>8}  {what}", item.segment.segment);
+        let name = match &item.chunks {
+            Some(_) => format!("{} (recordings)", item.segment.segment),
+            None => item.segment.segment.clone(),
+        };
+        println!("{name:<40} {events:>8}  {what}");
     }
 }
 
@@ -107,8 +112,8 @@ pub async fn schedule(config_path: PathBuf, cfg: Config, ledger_path: PathBuf, l
     loop {
         match crate::config::parse(&config_path) {
             Ok((now_cfg, ..)) if now_cfg.retention.rules.is_empty() => {}
-            Ok((now_cfg, ..)) => {
-                if let Err(e) = apply_once(&now_cfg, &ledger_path, &ledger).await {
+            Ok((now_cfg, data_dir, _)) => {
+                if let Err(e) = apply_once(&now_cfg, &data_dir, &ledger_path, &ledger).await {
                     tracing::error!(error = %e, "retention run failed; it is retried at the next interval");
                 }
             }
@@ -120,18 +125,24 @@ pub async fn schedule(config_path: PathBuf, cfg: Config, ledger_path: PathBuf, l
     }
 }
 
-async fn apply_once(cfg: &Config, path: &Path, ledger: &Ledger) -> anyhow::Result<()> {
+async fn apply_once(
+    cfg: &Config,
+    data_dir: &Path,
+    path: &Path,
+    ledger: &Ledger,
+) -> anyhow::Result<()> {
     let rules = cfg.retention.rules.clone();
     let path = path.to_path_buf();
-    let cfg = cfg.clone();
+    let for_plan = cfg.clone();
     let plan = tokio::task::spawn_blocking(move || {
-        let reader = crate::config::open_reader(&cfg, &path)?;
+        let reader = crate::config::open_reader(&for_plan, &path)?;
         retention::plan(&reader, &rules, portcullis_core::now_us()).map_err(|e| anyhow!("{e}"))
     })
     .await
     .map_err(|e| anyhow!("{e}"))??;
+    let store = crate::sessions::recordings_store(cfg, data_dir)?;
     let seqs = ledger
-        .apply_retention(&plan, "gateway schedule")
+        .apply_retention(&plan, "gateway schedule", store.as_ref())
         .await
         .map_err(|e| anyhow!("{e}"))?;
     if !seqs.is_empty() {

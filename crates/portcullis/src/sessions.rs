@@ -58,6 +58,23 @@ pub fn store(cfg: &Config, data_dir: &Path) -> anyhow::Result<Option<(RecordingS
     open_store(cfg, data_dir).map(|s| Some((s, cfg.recordings.chunk_kib.max(1) as usize * 1024)))
 }
 
+/// The recordings store for reading or deleting (retention): as configured, or `None` when
+/// nothing was ever recorded (no connection records and no `[recordings]` folder exists).
+pub fn recordings_store(cfg: &Config, data_dir: &Path) -> anyhow::Result<Option<RecordingStore>> {
+    let local_default = cfg.recordings.store == RecordingStoreKind::Local
+        && cfg.recordings.path.is_none()
+        && !data_dir.join("recordings").exists();
+    if local_default
+        && cfg
+            .connections
+            .iter()
+            .all(|c| c.recording == RecordingMode::Off)
+    {
+        return Ok(None);
+    }
+    open_store(cfg, data_dir).map(Some)
+}
+
 fn open_store(cfg: &Config, data_dir: &Path) -> anyhow::Result<RecordingStore> {
     let r = &cfg.recordings;
     match r.store {

@@ -233,3 +233,74 @@ fn recordings_go_to_an_s3_bucket() {
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
     assert!(stdout(&out).contains("was altered"), "{}", stdout(&out));
 }
+
+/// Retention covers recordings too: chunks of a connection and day past `max_age_days` are
+/// deleted from the store, the deletion is a ledger event, today's chunks stay and the ledger
+/// still verifies. (The old chunk is dated two months back: the fake clock.)
+#[test]
+fn retention_deletes_old_recording_chunks() {
+    let cluster = target(&[]);
+    let mut gw = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            connection: "recording = \"full\"".into(),
+            extra_config: format!(
+                "\n[[retention.rules]]\nname = \"rec-30\"\nconnections = [\"{DB}\"]\nmax_age_days = 30\n"
+            ),
+            ..GatewayOptions::default()
+        },
+    );
+    ok(gw.psql(&["-c", "SELECT 'kept-today'"]));
+    gw.stop();
+    let folder = gw.dir.path().join("data/recordings");
+    let today = walk(&folder.join("chunks"));
+    assert!(!today.is_empty());
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = portcullis_ledger::recording::RecordingStore::local(&folder).unwrap();
+    let old_hash = rt
+        .block_on(store.put(b"an old recording chunk".to_vec()))
+        .unwrap();
+    let ledger =
+        portcullis_ledger::Ledger::open(portcullis_ledger::LedgerOptions::new(gw.ledger_path()))
+            .unwrap();
+    rt.block_on(ledger.append(vec![portcullis_core::NewEvent {
+        ts_us: portcullis_core::now_us() - 60 * 86_400_000_000,
+        session_id: "old-session".into(),
+        data: portcullis_core::EventData::RecordingChunk {
+            connection: DB.into(),
+            index: 0,
+            hash: old_hash.clone(),
+            bytes: 22,
+            raw_bytes: 22,
+            frames: 1,
+            first_us: 0,
+            last_us: 0,
+            error: None,
+        },
+    }]))
+    .unwrap();
+    ledger.close();
+
+    let dry = ok(gw.cli(&["retention", "run", "--dry-run"]));
+    assert!(dry.contains("(recordings)"), "{dry}");
+    let run = ok(gw.cli(&["retention", "run"]));
+    assert!(run.contains("deleted 1 segment(s)"), "{run}");
+    let old_file = folder.join("chunks").join(&old_hash[..2]).join(&old_hash);
+    assert!(!old_file.exists(), "the old chunk is still stored");
+    for f in &today {
+        assert!(f.exists(), "today's chunk {} was deleted", f.display());
+    }
+    let tail = ok(gw.cli(&["audit", "tail", "-n", "50"]));
+    assert!(
+        tail.contains("RETENTION deleted the recording chunks of app/"),
+        "{tail}"
+    );
+    assert!(ok(gw.cli(&["audit", "verify"])).contains("ledger OK"));
+    // Today's session still replays.
+    let id = session_ids(&gw).pop().unwrap();
+    assert!(ok(gw.cli(&["sessions", "replay", &id])).contains("kept-today"));
+}
