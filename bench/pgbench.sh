@@ -12,6 +12,9 @@
 #   bench/pgbench.sh                         # 10 s per cell
 #   DURATION=30 bench/pgbench.sh             # longer cells
 #   BASELINE_REV=bf22dcd bench/pgbench.sh    # + the gateway without policy
+#   VARIANTS="recording pgstore" bench/pgbench.sh
+#       # + a second table: pc-default against the same gateway with recording = "full"
+#       # ("pc-rec") and with the ledger in a PostgreSQL store on the same server ("pc-pgstore")
 #
 # Needs: PostgreSQL server binaries, pgbench, pgbouncer (apt-get install -y pgbouncer), cargo.
 set -euo pipefail
@@ -82,7 +85,8 @@ chown postgres: "$WORK/pgbouncer.ini" 2>/dev/null || true
 KEYOUT=$("$PORTCULLIS" agent create bench 2>&1)
 KEY=$(echo "$KEYOUT" | grep '^pcs_')
 HASH=$(echo "$KEYOUT" | sed -n 's/^key_hash = "\(.*\)"/\1/p')
-start_portcullis() { # $1 = durability, $2 = binary, $3 = "policy" or "", $4 = name suffix; sets GW_PORT
+start_portcullis() { # $1 = durability, $2 = binary, $3 = "policy" or "", $4 = name suffix,
+                     # $5 = more [store] lines, $6 = more [[connections]] lines; sets GW_PORT
   local dir="$WORK/gw-$1$3${4:-}" port policy="" groups=""; port=$(free_port); mkdir -p "$dir"
   if [ "$3" = policy ]; then
     policy=$'[policy]\nfiles = ["'"$PWD"'/examples/policies"]'
@@ -93,6 +97,7 @@ start_portcullis() { # $1 = durability, $2 = binary, $3 = "policy" or "", $4 = n
 data_dir = "."
 [store]
 durability = "$1"
+${5:-}
 [[listeners]]
 name = "pg"
 protocol = "postgres"
@@ -105,6 +110,7 @@ host = "127.0.0.1"
 port = $PGPORT
 database = "bench"
 user = "postgres"
+${6:-}
 $policy
 [[agents]]
 name = "bench"
@@ -121,8 +127,16 @@ PORT_BASE=""
 if [ -n "$BASELINE" ]; then
   start_portcullis default "$BASELINE" "$([ -n "${BASELINE_POLICY:-}" ] && echo policy)" -base; PORT_BASE=$GW_PORT
 fi
+PORT_REC=""; PORT_PGSTORE=""
+case " ${VARIANTS:-} " in *" recording "*)
+  start_portcullis default "$PORTCULLIS" policy -rec "" 'recording = "full"'; PORT_REC=$GW_PORT ;; esac
+case " ${VARIANTS:-} " in *" pgstore "*)
+  "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -qc "CREATE DATABASE ledger" postgres
+  start_portcullis default "$PORTCULLIS" policy -pgstore "kind = \"postgres\"
+url = \"postgres://postgres@127.0.0.1:$PGPORT/ledger\""; PORT_PGSTORE=$GW_PORT ;; esac
 sleep 1
 
+ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')" 2>/dev/null || echo "?"; }
 run() { # target port user password clients protocol
   local jobs=$(( $5 < 2 ? $5 : 2 ))
   PGPASSWORD="$4" "$PGBIN/pgbench" -h 127.0.0.1 -p "$2" -U "$3" -S -T "$DURATION" -c "$5" -j "$jobs" -M "$6" -n bench 2>/dev/null \
@@ -151,10 +165,25 @@ for proto in $PROTOCOLS; do
     n=0; [ -n "$PORT_BASE" ] && n=$(run portcullis "$PORT_BASE" bench "$KEY" "$c" "$proto")
     p=$(run portcullis "$PORT_DEFAULT" bench "$KEY" "$c" "$proto")
     s=$(run portcullis "$PORT_STRICT" bench "$KEY" "$c" "$proto")
-    ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')" 2>/dev/null || echo "?"; }
     printf '%-9s %-8s %10.0f %10.0f %7s %12.0f %7s %12.0f %7s %12.0f %7s\n' "$proto" "$c" "$d" "$b" "$(ratio "$b" "$d")" "$n" "$(ratio "$n" "$d")" "$p" "$(ratio "$p" "$d")" "$s" "$(ratio "$s" "$d")"
   done
 done
+if [ -n "$PORT_REC$PORT_PGSTORE" ]; then
+  echo
+  echo "variants (default durability, policy on): pc-rec = recording \"full\" to <data_dir>/recordings; pc-pgstore = ledger in PostgreSQL (database ledger on the same server)"
+  printf '%-9s %-8s %10s %12s %7s %12s %7s %12s %7s\n' protocol clients direct pc-default ratio pc-rec ratio pc-pgstore ratio
+  for proto in $PROTOCOLS; do
+    for c in $CLIENTS; do
+      d=$(run direct "$PGPORT" postgres "" "$c" "$proto")
+      p=$(run portcullis "$PORT_DEFAULT" bench "$KEY" "$c" "$proto")
+      r=0; [ -n "$PORT_REC" ] && r=$(run portcullis "$PORT_REC" bench "$KEY" "$c" "$proto")
+      g=0; [ -n "$PORT_PGSTORE" ] && g=$(run portcullis "$PORT_PGSTORE" bench "$KEY" "$c" "$proto")
+        printf '%-9s %-8s %10.0f %12.0f %7s %12.0f %7s %12.0f %7s\n' "$proto" "$c" "$d" "$p" "$(ratio "$p" "$d")" "$r" "$(ratio "$r" "$d")" "$g" "$(ratio "$g" "$d")"
+    done
+  done
+  [ -n "$PORT_PGSTORE" ] && echo "ledger (pgstore): $("$PORTCULLIS" audit verify --config "$WORK/gw-defaultpolicy-pgstore/portcullis.toml" 2>/dev/null)"
+  [ -n "$PORT_REC" ] && echo "recordings (rec): $(du -sh "$WORK/gw-defaultpolicy-rec/recordings" 2>/dev/null | cut -f1) in $(find "$WORK/gw-defaultpolicy-rec/recordings" -type f | wc -l) chunks"
+fi
 echo
 echo "strict mode bound: one fsync per group commit; at $SYNCS syncs/s and 8 clients, at most ~$((SYNCS * 8)) statements/s"
 for m in default strict; do

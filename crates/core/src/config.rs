@@ -492,6 +492,37 @@ pub struct CheckpointConfig {
     /// checkpoints are deleted too. One folder per ledger.
     #[serde(default)]
     pub mirror_dir: Option<PathBuf>,
+    /// An S3-compatible bucket that receives every checkpoint as `<prefix>/checkpoint`
+    /// (replaced) and `<prefix>/checkpoints/<tree size>` (written once: give the bucket
+    /// object lock). Checked at start and by `audit verify`, like `mirror_dir`.
+    #[serde(default)]
+    pub mirror_s3: Option<S3Config>,
+}
+
+/// An S3-compatible bucket (AWS, MinIO, Ceph, …).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// The bucket (it must exist).
+    pub bucket: String,
+    /// A key prefix inside the bucket (one per ledger).
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// The endpoint of an S3-compatible service; default AWS.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Default `us-east-1`.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Environment variables holding the credentials (default `AWS_ACCESS_KEY_ID` and
+    /// `AWS_SECRET_ACCESS_KEY`).
+    #[serde(default)]
+    pub access_key_id_env: Option<String>,
+    #[serde(default)]
+    pub secret_access_key_env: Option<String>,
+    /// Allow a plain `http://` endpoint (a local test server).
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 impl Default for CheckpointConfig {
@@ -503,6 +534,7 @@ impl Default for CheckpointConfig {
             every_events: default_checkpoint_events(),
             every_secs: default_checkpoint_secs(),
             mirror_dir: None,
+            mirror_s3: None,
         }
     }
 }

@@ -37,6 +37,7 @@ fn checkpoints() -> Option<CheckpointOptions> {
         every_events: 10_000,
         every: Duration::from_secs(10),
         mirror: None,
+        mirror_bucket: None,
     })
 }
 

@@ -68,6 +68,7 @@
 //! # let _ = seq; Ok(()) }
 //! ```
 
+pub mod blob;
 pub mod chain;
 pub mod checkpoint;
 mod error;

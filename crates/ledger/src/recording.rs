@@ -19,18 +19,14 @@
 //! [`MAX_IN_FLIGHT`] chunks per session are being written at once: a slower store slows the
 //! session down rather than filling memory.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
-use object_store::path::Path as ObjectPath;
-use object_store::ObjectStore;
+pub use crate::blob::{BlobStore, S3Options};
 use portcullis_core::{EventData, NewEvent};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
 use crate::chain::to_hex;
-use crate::error::LedgerError;
 use crate::Ledger;
 
 /// Chunks of one session written concurrently at most.
@@ -40,149 +36,6 @@ pub const MAX_IN_FLIGHT: usize = 4;
 pub const TO_TARGET: u8 = b'c';
 /// Direction of a frame: bytes relayed to the client.
 pub const TO_CLIENT: u8 = b's';
-
-/// Where recordings are kept: a folder or an S3-compatible bucket, behind `object_store`.
-#[derive(Clone)]
-pub struct RecordingStore {
-    store: Arc<dyn ObjectStore>,
-    prefix: String,
-    /// For messages: `file:///…` or `s3://bucket/prefix`.
-    name: String,
-}
-
-impl std::fmt::Debug for RecordingStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name)
-    }
-}
-
-fn store_err(name: &str, detail: impl std::fmt::Display) -> LedgerError {
-    LedgerError::Recording {
-        store: name.to_string(),
-        detail: detail.to_string(),
-    }
-}
-
-/// How to reach an S3-compatible bucket.
-#[derive(Debug, Clone, Default)]
-pub struct S3Options {
-    pub bucket: String,
-    pub prefix: String,
-    pub endpoint: Option<String>,
-    pub region: String,
-    pub access_key_id: String,
-    pub secret_access_key: String,
-    pub allow_http: bool,
-}
-
-impl RecordingStore {
-    /// Recordings in a local folder (created if missing).
-    pub fn local(folder: &std::path::Path) -> Result<RecordingStore, LedgerError> {
-        let name = format!("file://{}", folder.display());
-        std::fs::create_dir_all(folder).map_err(|e| {
-            store_err(
-                &name,
-                format!("cannot create the recordings folder: {e}; set [recordings] path"),
-            )
-        })?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(folder)
-            .map_err(|e| store_err(&name, e))?;
-        Ok(RecordingStore {
-            store: Arc::new(store),
-            prefix: String::new(),
-            name,
-        })
-    }
-
-    /// Recordings in an S3-compatible bucket.
-    pub fn s3(opts: &S3Options) -> Result<RecordingStore, LedgerError> {
-        let prefix = opts.prefix.trim_matches('/').to_string();
-        let name = format!("s3://{}/{prefix}", opts.bucket);
-        let mut b = object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(&opts.bucket)
-            .with_region(&opts.region)
-            .with_access_key_id(&opts.access_key_id)
-            .with_secret_access_key(&opts.secret_access_key)
-            .with_allow_http(opts.allow_http);
-        if let Some(endpoint) = &opts.endpoint {
-            // Path-style requests (http://host/bucket/key): what MinIO and most others serve.
-            b = b
-                .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(false);
-        }
-        let store = b.build().map_err(|e| store_err(&name, e))?;
-        Ok(RecordingStore {
-            store: Arc::new(store),
-            prefix,
-            name,
-        })
-    }
-
-    /// The store's name for messages.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn path_of(&self, hash: &str) -> Result<ObjectPath, LedgerError> {
-        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(store_err(
-                &self.name,
-                format!("{hash:?} is not a chunk hash"),
-            ));
-        }
-        let key = format!("chunks/{}/{hash}", &hash[..2]);
-        Ok(if self.prefix.is_empty() {
-            ObjectPath::from(key)
-        } else {
-            ObjectPath::from(format!("{}/{key}", self.prefix))
-        })
-    }
-
-    /// Stores a chunk under its hash; returns the hash.
-    pub async fn put(&self, chunk: Vec<u8>) -> Result<String, LedgerError> {
-        let hash = to_hex(&Sha256::digest(&chunk));
-        let path = self.path_of(&hash)?;
-        self.store
-            .put(&path, Bytes::from(chunk).into())
-            .await
-            .map_err(|e| store_err(&self.name, format!("storing chunk {hash}: {e}")))?;
-        Ok(hash)
-    }
-
-    /// Fetches the chunk named `hash` and checks that its bytes still hash to it.
-    pub async fn get(&self, hash: &str) -> Result<Vec<u8>, LedgerError> {
-        let path = self.path_of(hash)?;
-        let got = self
-            .store
-            .get(&path)
-            .await
-            .map_err(|e| store_err(&self.name, format!("fetching chunk {hash}: {e}")))?;
-        let bytes = got
-            .bytes()
-            .await
-            .map_err(|e| store_err(&self.name, format!("reading chunk {hash}: {e}")))?;
-        let actual = to_hex(&Sha256::digest(&bytes));
-        if actual != hash {
-            return Err(store_err(
-                &self.name,
-                format!(
-                    "chunk {hash} was altered: its bytes hash to {actual}; the ledger's hash is \
-                     the evidence, the stored chunk is not"
-                ),
-            ));
-        }
-        Ok(bytes.to_vec())
-    }
-
-    /// Deletes a chunk (retention). A chunk already gone is not an error.
-    pub async fn delete(&self, hash: &str) -> Result<(), LedgerError> {
-        let path = self.path_of(hash)?;
-        match self.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(store_err(&self.name, format!("deleting chunk {hash}: {e}"))),
-        }
-    }
-}
 
 /// One frame of a recording.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,7 +76,7 @@ pub fn decode_chunk(chunk: &[u8]) -> Result<Vec<Frame>, String> {
 
 /// Records one session: collects frames, stores full chunks, appends their events.
 pub struct Recorder {
-    store: RecordingStore,
+    store: BlobStore,
     ledger: Ledger,
     session_id: String,
     connection: String,
@@ -242,7 +95,7 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder for one session. `responses`: `full` mode.
     pub fn new(
-        store: RecordingStore,
+        store: BlobStore,
         ledger: Ledger,
         session_id: String,
         connection: String,
@@ -394,7 +247,7 @@ mod tests {
     #[tokio::test]
     async fn the_store_names_chunks_by_hash_and_refuses_altered_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RecordingStore::local(dir.path()).unwrap();
+        let store = BlobStore::local(dir.path()).unwrap();
         let hash = store.put(b"chunk bytes".to_vec()).await.unwrap();
         assert_eq!(hash, to_hex(&Sha256::digest(b"chunk bytes")));
         assert_eq!(store.get(&hash).await.unwrap(), b"chunk bytes");

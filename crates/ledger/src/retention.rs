@@ -213,7 +213,7 @@ impl Ledger {
         &self,
         plan: &RetentionPlan,
         by: &str,
-        recordings: Option<&crate::recording::RecordingStore>,
+        recordings: Option<&crate::recording::BlobStore>,
     ) -> Result<Vec<u64>, LedgerError> {
         let mut done = Vec::new();
         for item in plan.deletions() {

@@ -117,6 +117,9 @@ pub struct CheckpointOptions {
     /// A folder on other storage that receives every checkpoint as `<folder>/checkpoint`
     /// (replaced atomically), so that a truncated or rewritten ledger no longer matches it.
     pub mirror: Option<PathBuf>,
+    /// An S3-compatible bucket that receives every checkpoint the same way (see
+    /// [`crate::blob::mirror_checkpoint`]).
+    pub mirror_bucket: Option<crate::blob::BlobStore>,
 }
 
 impl LedgerOptions {
@@ -809,18 +812,71 @@ impl Shared {
         tree.last_size = size;
         tree.last_at = Instant::now();
         self.checkpoint_size.store(size, Ordering::Relaxed);
-        if let Some(mirror) = &tree.opts.mirror {
-            if let Err(e) = write_mirror(mirror, &note) {
-                self.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(folder = %mirror.display(), error = %e, size, "could not write the ledger checkpoint to its mirror; the next checkpoint tries again");
-            }
-        }
+        mirror_everywhere(&tree.opts, size, &note, &self.checkpoint_failures);
         tracing::debug!(path = %self.path.display(), size, "ledger checkpoint signed");
     }
 }
 
+/// Writes a new checkpoint to the mirror folder and the mirror bucket, if configured; a
+/// failure is logged and counted (the next checkpoint tries again).
+pub(crate) fn mirror_everywhere(
+    opts: &CheckpointOptions,
+    size: u64,
+    note: &str,
+    failures: &AtomicU64,
+) {
+    if let Some(mirror) = &opts.mirror {
+        if let Err(e) = write_mirror(mirror, note) {
+            failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(folder = %mirror.display(), error = %e, size, "could not write the ledger checkpoint to its mirror; the next checkpoint tries again");
+        }
+    }
+    if let Some(bucket) = &opts.mirror_bucket {
+        if let Err(e) = crate::blob::mirror_checkpoint(bucket, size, note) {
+            failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(bucket = %bucket.name(), error = %e, size, "could not write the ledger checkpoint to its mirror bucket; the next checkpoint tries again");
+        }
+    }
+}
+
+/// The mirrored checkpoints to check before writing on: `(where, note)` from the folder and
+/// the bucket; a mirror that exists but cannot be read is an error.
+pub(crate) fn mirrored_notes(
+    opts: &CheckpointOptions,
+    path: &Path,
+) -> Result<Vec<(String, String)>, LedgerError> {
+    let tampered = |detail: String| LedgerError::Tampered {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut out = Vec::new();
+    if let Some(mirror) = &opts.mirror {
+        let file = crate::checkpoint::mirror_file(mirror);
+        match std::fs::read_to_string(&file) {
+            Ok(note) => out.push((file.display().to_string(), note)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(tampered(format!(
+                    "the mirrored checkpoint {} cannot be read ({e})",
+                    file.display()
+                )))
+            }
+        }
+    }
+    if let Some(bucket) = &opts.mirror_bucket {
+        // An unreachable bucket stops the start: without it a truncated ledger would pass.
+        if let Some(note) = crate::blob::mirrored_checkpoint(bucket)? {
+            out.push((
+                format!("{}/{}", bucket.name(), crate::blob::MIRROR_LATEST),
+                note,
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Replaces `<folder>/checkpoint` with `note`, atomically and durably.
-pub(crate) fn write_mirror(folder: &Path, note: &str) -> std::io::Result<()> {
+fn write_mirror(folder: &Path, note: &str) -> std::io::Result<()> {
     std::fs::create_dir_all(folder)?;
     let tmp = folder.join(".checkpoint.tmp");
     {
@@ -1153,26 +1209,15 @@ impl Tree {
         };
         // What must hold before writing on: (tree size, signed root, where it was found).
         let mut must_match: Vec<(u64, [u8; 32], String)> = Vec::new();
-        if let Some(mirror) = &opts.mirror {
-            let file = crate::checkpoint::mirror_file(mirror);
-            match std::fs::read_to_string(&file) {
-                Ok(note) => match verifier.open(&note) {
-                    Ok(cp) if cp.size > head.seq => return Err(behind(cp.size)),
-                    Ok(cp) => must_match.push((cp.size, cp.root, file.display().to_string())),
-                    Err(e) => {
-                        return Err(tampered(format!(
-                            "the mirrored checkpoint {} does not verify with this gateway's key \
-                             ({e}); it is evidence: keep it, find out who changed it, and move \
-                             it away only once the ledger is known to be intact",
-                            file.display()
-                        )))
-                    }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        for (place, note) in mirrored_notes(&opts, path)? {
+            match verifier.open(&note) {
+                Ok(cp) if cp.size > head.seq => return Err(behind(cp.size)),
+                Ok(cp) => must_match.push((cp.size, cp.root, place)),
                 Err(e) => {
                     return Err(tampered(format!(
-                        "the mirrored checkpoint {} cannot be read ({e})",
-                        file.display()
+                        "the mirrored checkpoint {place} does not verify with this gateway's key \
+                         ({e}); it is evidence: keep it, find out who changed it, and move \
+                         it away only once the ledger is known to be intact"
                     )))
                 }
             }

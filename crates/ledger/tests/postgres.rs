@@ -41,6 +41,7 @@ fn try_open(
             every_events: 50,
             every: Duration::from_millis(200),
             mirror,
+            mirror_bucket: None,
         }),
         ..LedgerOptions::postgres(url)
     })

@@ -106,6 +106,7 @@ async fn deletes_exactly_what_the_rules_say_and_the_ledger_still_verifies() {
             every_events: 4,
             every: Duration::from_secs(3600),
             mirror: None,
+            mirror_bucket: None,
         }),
         seal: true,
         postgres: None,

@@ -63,6 +63,17 @@ impl LedgerArgs {
     }
 }
 
+impl LedgerArgs {
+    /// With --config: the checkpoint mirror bucket, if configured.
+    fn mirror_bucket(&self) -> anyhow::Result<Option<portcullis_ledger::blob::BlobStore>> {
+        let Some(c) = self.config.as_ref().filter(|_| self.ledger.is_none()) else {
+            return Ok(None);
+        };
+        let (config, ..) = crate::config::parse(c)?;
+        crate::config::mirror_bucket(&config)
+    }
+}
+
 /// A verifier key given as text or as a file holding it.
 fn read_key(arg: &str) -> anyhow::Result<CheckpointVerifier> {
     let text = if std::path::Path::new(arg).is_file() {
@@ -289,6 +300,18 @@ fn verify(args: &LedgerArgs, key: Option<&str>, extra: &[PathBuf]) -> anyhow::Re
         match std::fs::read_to_string(&file) {
             Ok(note) => opts.external.push((file.display().to_string(), note)),
             Err(e) => mirror_missing = Some(format!("{} ({e})", file.display())),
+        }
+    }
+    if let Some(bucket) = args.mirror_bucket()? {
+        let place = format!(
+            "{}/{}",
+            bucket.name(),
+            portcullis_ledger::blob::MIRROR_LATEST
+        );
+        match portcullis_ledger::blob::mirrored_checkpoint(&bucket) {
+            Ok(Some(note)) => opts.external.push((place, note)),
+            Ok(None) => mirror_missing = Some(format!("{place} (no such object)")),
+            Err(e) => return Err(anyhow!("the checkpoint mirror bucket: {e}")),
         }
     }
     for f in extra {

@@ -203,6 +203,40 @@ pub fn open_reader(config: &Config, ledger_path: &Path) -> anyhow::Result<Ledger
     .map_err(|e| anyhow!("{e}"))
 }
 
+/// A client of an S3-compatible bucket, credentials from the environment.
+pub fn s3_store(
+    c: &portcullis_core::config::S3Config,
+) -> anyhow::Result<portcullis_ledger::blob::BlobStore> {
+    let env = |name: &Option<String>, default: &str| -> anyhow::Result<String> {
+        let var = name.as_deref().unwrap_or(default);
+        std::env::var(var)
+            .map_err(|_| anyhow!("the S3 credentials are read from ${var}, which is not set"))
+    };
+    portcullis_ledger::blob::BlobStore::s3(&portcullis_ledger::blob::S3Options {
+        bucket: c.bucket.clone(),
+        prefix: c.prefix.clone().unwrap_or_default(),
+        endpoint: c.endpoint.clone(),
+        region: c.region.clone().unwrap_or_else(|| "us-east-1".into()),
+        access_key_id: env(&c.access_key_id_env, "AWS_ACCESS_KEY_ID")?,
+        secret_access_key: env(&c.secret_access_key_env, "AWS_SECRET_ACCESS_KEY")?,
+        allow_http: c.allow_http,
+    })
+    .map_err(|e| anyhow!("{e}"))
+}
+
+/// The checkpoint mirror bucket (`[store.checkpoints.mirror_s3]`), if configured.
+pub fn mirror_bucket(
+    config: &Config,
+) -> anyhow::Result<Option<portcullis_ledger::blob::BlobStore>> {
+    config
+        .store
+        .checkpoints
+        .mirror_s3
+        .as_ref()
+        .map(|c| s3_store(c).map_err(|e| anyhow!("[store.checkpoints.mirror_s3]: {e}")))
+        .transpose()
+}
+
 /// The checkpoint signing key and the mirror folder, resolved against the data directory.
 pub fn checkpoint_paths(config: &Config, data_dir: &Path) -> (PathBuf, Option<PathBuf>) {
     let cp = &config.store.checkpoints;

@@ -226,6 +226,7 @@ pub fn ledger_options(
             every_events: cfg.store.checkpoints.every_events.max(1),
             every: Duration::from_secs(cfg.store.checkpoints.every_secs.max(1)),
             mirror,
+            mirror_bucket: config::mirror_bucket(cfg)?,
         })
     } else {
         None

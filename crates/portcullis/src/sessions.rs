@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Subcommand;
 use portcullis_core::config::{Config, RecordingMode, RecordingStoreKind};
 use portcullis_core::EventData;
-use portcullis_ledger::recording::{decode_chunk, RecordingStore, S3Options, TO_TARGET};
+use portcullis_ledger::recording::{decode_chunk, BlobStore, TO_TARGET};
 use portcullis_ledger::{LedgerReader, StoredEvent};
 use portcullis_proto_postgres::transcript::Transcript;
 use std::collections::BTreeMap;
@@ -47,7 +47,7 @@ pub enum SessionsCommand {
 
 /// The recordings store the configuration names, with its chunk size; `None` when no
 /// connection records. Fails when the configuration is incomplete.
-pub fn store(cfg: &Config, data_dir: &Path) -> anyhow::Result<Option<(RecordingStore, usize)>> {
+pub fn store(cfg: &Config, data_dir: &Path) -> anyhow::Result<Option<(BlobStore, usize)>> {
     if cfg
         .connections
         .iter()
@@ -60,7 +60,7 @@ pub fn store(cfg: &Config, data_dir: &Path) -> anyhow::Result<Option<(RecordingS
 
 /// The recordings store for reading or deleting (retention): as configured, or `None` when
 /// nothing was ever recorded (no connection records and no `[recordings]` folder exists).
-pub fn recordings_store(cfg: &Config, data_dir: &Path) -> anyhow::Result<Option<RecordingStore>> {
+pub fn recordings_store(cfg: &Config, data_dir: &Path) -> anyhow::Result<Option<BlobStore>> {
     let local_default = cfg.recordings.store == RecordingStoreKind::Local
         && cfg.recordings.path.is_none()
         && !data_dir.join("recordings").exists();
@@ -75,7 +75,7 @@ pub fn recordings_store(cfg: &Config, data_dir: &Path) -> anyhow::Result<Option<
     open_store(cfg, data_dir).map(Some)
 }
 
-fn open_store(cfg: &Config, data_dir: &Path) -> anyhow::Result<RecordingStore> {
+fn open_store(cfg: &Config, data_dir: &Path) -> anyhow::Result<BlobStore> {
     let r = &cfg.recordings;
     match r.store {
         RecordingStoreKind::Local => {
@@ -84,27 +84,19 @@ fn open_store(cfg: &Config, data_dir: &Path) -> anyhow::Result<RecordingStore> {
                 Some(p) => data_dir.join(p),
                 None => data_dir.join("recordings"),
             };
-            RecordingStore::local(&folder).map_err(|e| anyhow!("[recordings]: {e}"))
+            BlobStore::local(&folder).map_err(|e| anyhow!("[recordings]: {e}"))
         }
         RecordingStoreKind::S3 => {
             let bucket = r.bucket.clone().ok_or_else(|| {
                 anyhow!("[recordings] store = \"s3\" needs bucket = \"…\" (an existing bucket)")
             })?;
-            let env = |name: &Option<String>, default: &str| -> anyhow::Result<String> {
-                let var = name.as_deref().unwrap_or(default);
-                std::env::var(var).map_err(|_| {
-                    anyhow!(
-                        "[recordings]: the S3 credentials are read from ${var}, which is not set"
-                    )
-                })
-            };
-            RecordingStore::s3(&S3Options {
+            crate::config::s3_store(&portcullis_core::config::S3Config {
                 bucket,
-                prefix: r.prefix.clone().unwrap_or_default(),
+                prefix: r.prefix.clone(),
                 endpoint: r.endpoint.clone(),
-                region: r.region.clone().unwrap_or_else(|| "us-east-1".into()),
-                access_key_id: env(&r.access_key_id_env, "AWS_ACCESS_KEY_ID")?,
-                secret_access_key: env(&r.secret_access_key_env, "AWS_SECRET_ACCESS_KEY")?,
+                region: r.region.clone(),
+                access_key_id_env: r.access_key_id_env.clone(),
+                secret_access_key_env: r.secret_access_key_env.clone(),
                 allow_http: r.allow_http,
             })
             .map_err(|e| anyhow!("[recordings]: {e}"))

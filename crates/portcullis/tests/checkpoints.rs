@@ -163,3 +163,66 @@ fn checkpoints_are_signed_mirrored_proved_and_catch_a_deleted_tail() {
         "{err}"
     );
 }
+
+/// `[store.checkpoints.mirror_s3]`: every checkpoint goes to an S3-compatible bucket (moto,
+/// started here) as `checkpoint` and, written once, `checkpoints/<size>`; `audit verify`
+/// compares the ledger with it, and a forged mirror is caught by verify and refused at start.
+#[test]
+fn checkpoints_are_mirrored_to_an_s3_bucket() {
+    let s3 = moto();
+    boto(s3.port, "s3.create_bucket(Bucket='evidence')");
+    // Test fixture credentials for the local moto server (it accepts any).
+    std::env::set_var("PORTCULLIS_TEST_S3_KEY", "test");
+    std::env::set_var("PORTCULLIS_TEST_S3_SECRET", "test");
+    let cluster = target(&[]);
+    let mut gw = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            store: format!(
+                "[store.checkpoints]\nevery_secs = 1\n[store.checkpoints.mirror_s3]\n\
+                 bucket = \"evidence\"\nprefix = \"gw1\"\nendpoint = \"http://127.0.0.1:{}\"\n\
+                 allow_http = true\naccess_key_id_env = \"PORTCULLIS_TEST_S3_KEY\"\n\
+                 secret_access_key_env = \"PORTCULLIS_TEST_S3_SECRET\"\n",
+                s3.port
+            ),
+            ..GatewayOptions::default()
+        },
+    );
+    ok(gw.psql(&["-c", "SELECT 1"]));
+    gw.stop();
+    let keys = boto(
+        s3.port,
+        "print('\\n'.join(o['Key'] for o in s3.list_objects_v2(Bucket='evidence')['Contents']))",
+    );
+    assert!(keys.lines().any(|k| k == "gw1/checkpoint"), "{keys}");
+    assert!(
+        keys.lines().any(|k| k.starts_with("gw1/checkpoints/0000")),
+        "{keys}"
+    );
+    let verify = ok(gw.cli(&["audit", "verify"]));
+    assert!(verify.contains("ledger OK"), "{verify}");
+    // Replace the mirrored note with one this key did not sign.
+    boto(
+        s3.port,
+        "s3.put_object(Bucket='evidence', Key='gw1/checkpoint', Body=b'forged\\n1\\nAAAA\\n\\n')",
+    );
+    let out = gw.cli(&["audit", "verify"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let start = std::process::Command::new(exe())
+        .args(["serve", "--config"])
+        .arg(&gw.config)
+        .output()
+        .expect("run serve");
+    assert!(!start.status.success(), "started against a forged mirror");
+    assert!(
+        stderr(&start).contains("gw1/checkpoint"),
+        "{}",
+        stderr(&start)
+    );
+}

@@ -6,8 +6,6 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 fn session_ids(gw: &Gateway) -> Vec<String> {
     let out = ok(gw.cli(&["sessions", "list"]));
@@ -132,63 +130,6 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// A moto S3 server on a free port (moto[server] from PyPI, in the test venv).
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn moto() -> Moto {
-    let py = python();
-    let probe = Command::new(&py)
-        .args(["-c", "import moto.server, boto3"])
-        .output()
-        .expect("run python");
-    assert!(
-        probe.status.success(),
-        "moto is needed for the S3 test: {} -m pip install 'moto[server]' (scripts/test.sh does)",
-        py.display()
-    );
-    let port = free_port();
-    let child = Command::new(&py)
-        .args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Moto { child, port }
-}
-
-fn boto(port: u16, code: &str) -> String {
-    let script = format!(
-        "import boto3\ns3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', \
-         aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\n{code}"
-    );
-    ok(Command::new(python())
-        .args(["-c", &script])
-        .output()
-        .expect("run boto3"))
-}
-
 #[test]
 fn recordings_go_to_an_s3_bucket() {
     let s3 = moto();
@@ -260,7 +201,7 @@ fn retention_deletes_old_recording_chunks() {
         .enable_all()
         .build()
         .unwrap();
-    let store = portcullis_ledger::recording::RecordingStore::local(&folder).unwrap();
+    let store = portcullis_ledger::recording::BlobStore::local(&folder).unwrap();
     let old_hash = rt
         .block_on(store.put(b"an old recording chunk".to_vec()))
         .unwrap();

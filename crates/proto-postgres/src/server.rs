@@ -67,7 +67,7 @@ pub struct PgGateway {
     pub cancels: CancelRegistry,
     /// Where session recordings go, and the chunk size in bytes (`None`: not configured;
     /// connections with `recording` on then fail to start, see `serve`).
-    pub recordings: Option<(portcullis_ledger::recording::RecordingStore, usize)>,
+    pub recordings: Option<(portcullis_ledger::recording::BlobStore, usize)>,
 }
 
 impl PgGateway {

@@ -27,13 +27,11 @@ use postgres::Statement;
 
 use super::Conn;
 use crate::chain::event_hash;
-use crate::checkpoint::mirror_file;
 use crate::error::LedgerError;
 use crate::merkle::{event_leaf, Frontier};
 use crate::seal::KeyStore;
 use crate::writer::{
-    answer, serialise, write_mirror, CheckpointOptions, LedgerOptions, LedgerStats, Submission,
-    MAX_BATCH_EVENTS,
+    answer, serialise, CheckpointOptions, LedgerOptions, LedgerStats, Submission, MAX_BATCH_EVENTS,
 };
 
 const INSERT: &str = "
@@ -438,45 +436,27 @@ impl Writer {
         if last > head {
             return Err(behind(last));
         }
-        if let Some(mirror) = &opts.mirror {
-            let file = mirror_file(mirror);
-            match std::fs::read_to_string(&file) {
-                Ok(note) => {
-                    let cp = verifier.open(&note).map_err(|e| LedgerError::Tampered {
-                        path: name.clone(),
-                        detail: format!(
-                            "the mirrored checkpoint {} does not verify with this gateway's key \
-                             ({e}); it is evidence: keep it, find out who changed it",
-                            file.display()
-                        ),
-                    })?;
-                    if cp.size > head {
-                        return Err(behind(cp.size));
-                    }
-                    let same = stored.iter().find(|(n, _)| *n as u64 == cp.size);
-                    if let Some((_, root)) = same.filter(|(_, r)| r[..] != cp.root[..]) {
-                        let _ = root;
-                        return Err(LedgerError::Tampered {
-                            path: name.clone(),
-                            detail: format!(
-                                "the checkpoint in {} (tree size {}) and the stored one of the \
-                                 same size sign different roots: run `portcullis audit verify`",
-                                file.display(),
-                                cp.size
-                            ),
-                        });
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(LedgerError::Tampered {
-                        path: name.clone(),
-                        detail: format!(
-                            "the mirrored checkpoint {} cannot be read ({e})",
-                            file.display()
-                        ),
-                    })
-                }
+        for (place, note) in crate::writer::mirrored_notes(&opts, &name)? {
+            let cp = verifier.open(&note).map_err(|e| LedgerError::Tampered {
+                path: name.clone(),
+                detail: format!(
+                    "the mirrored checkpoint {place} does not verify with this gateway's key \
+                     ({e}); it is evidence: keep it, find out who changed it"
+                ),
+            })?;
+            if cp.size > head {
+                return Err(behind(cp.size));
+            }
+            let same = stored.iter().find(|(n, _)| *n as u64 == cp.size);
+            if same.is_some_and(|(_, r)| r[..] != cp.root[..]) {
+                return Err(LedgerError::Tampered {
+                    path: name.clone(),
+                    detail: format!(
+                        "the checkpoint in {place} (tree size {}) and the stored one of the \
+                         same size sign different roots: run `portcullis audit verify`",
+                        cp.size
+                    ),
+                });
             }
         }
         Ok(last)
@@ -713,12 +693,7 @@ impl Writer {
         match self.sign_checkpoint(&opts) {
             Ok(Some((size, note))) => {
                 shared.checkpoint_size.store(size, Ordering::Relaxed);
-                if let Some(mirror) = &opts.mirror {
-                    if let Err(e) = write_mirror(mirror, &note) {
-                        shared.checkpoint_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(folder = %mirror.display(), error = %e, size, "could not write the ledger checkpoint to its mirror; the next checkpoint tries again");
-                    }
-                }
+                crate::writer::mirror_everywhere(&opts, size, &note, &shared.checkpoint_failures);
                 tracing::debug!(store = %self.conn.name.display(), size, "ledger checkpoint signed");
             }
             Ok(None) => {}
