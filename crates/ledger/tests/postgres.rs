@@ -293,3 +293,63 @@ async fn retention_shreds_keys_in_the_store() {
         .unwrap();
     assert_eq!(key_col, "t");
 }
+
+/// Rewritten history with the store's checkpoints deleted: the mirror still knows the root, so
+/// a gateway refuses to start (and would otherwise sign the forgery with the real key).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_store_without_its_checkpoints_is_refused_at_start() {
+    let pg = cluster();
+    let url = pg.url("postgres");
+    let key = signer(6);
+    let dir = tempfile::tempdir().unwrap();
+    let mirror = dir.path().join("mirror");
+    let l = open(&url, &key, Some(mirror.clone()));
+    for i in 0..60 {
+        l.append(vec![common::statement("s", &format!("m{i}"))])
+            .await
+            .unwrap();
+    }
+    l.close();
+    pg.psql(
+        "postgres",
+        "UPDATE portcullis.events SET hash = sha256(hash) WHERE seq = 40; \
+         DELETE FROM portcullis.checkpoints",
+    )
+    .unwrap();
+    let err = try_open(&url, &key, Some(mirror)).expect_err("must refuse");
+    assert!(err.to_string().contains("signs another root"), "{err}");
+}
+
+/// flush and checkpoint from several threads at once answer, in order, and never hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_flushes_and_checkpoints_all_return() {
+    let pg = cluster();
+    let url = pg.url("postgres");
+    let key = signer(8);
+    let l = open(&url, &key, None);
+    l.append(vec![common::statement("s", "one")]).await.unwrap();
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            let l = l.clone();
+            std::thread::spawn(move || {
+                l.append_detached(vec![common::statement("s", &format!("t{i}"))]);
+                if i % 2 == 0 {
+                    l.checkpoint()
+                } else {
+                    l.flush()
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(l.stats().last_seq, 7);
+    l.close();
+    l.flush(); // after close: returns at once
+    l.checkpoint();
+    assert!(matches!(
+        verify(&url, &key),
+        VerifyReport::Verified { events: 7, .. }
+    ));
+}

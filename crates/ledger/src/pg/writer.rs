@@ -59,32 +59,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// What the handles ask of the writer thread besides appends.
+/// What the handles ask of the writer thread besides appends. A request is carried out only
+/// once every submission queued before it is answered.
 enum Request {
     DeleteKey {
         segment: String,
         rule: String,
         reply: mpsc::Sender<Result<(), LedgerError>>,
     },
+    /// Answered when everything queued before it is committed (or refused).
+    Flush { reply: mpsc::Sender<()> },
+    /// Sign a checkpoint now, then answer.
+    Checkpoint { reply: mpsc::Sender<()> },
 }
 
 #[derive(Default)]
 struct Queue {
     subs: Vec<Submission>,
     requests: Vec<Request>,
-    /// Submissions pushed so far (for `flush`).
-    submitted: u64,
     closed: bool,
-    checkpoint_now: bool,
 }
 
 pub(crate) struct Shared {
     pub(crate) name: PathBuf,
     queue: Mutex<Queue>,
     wake: Condvar,
-    /// Submissions answered so far, and its condition variable (for `flush`).
-    done: Mutex<u64>,
-    done_cv: Condvar,
     appended: AtomicU64,
     commits: AtomicU64,
     last_seq: AtomicU64,
@@ -114,8 +113,6 @@ impl PgLedger {
             name: name.clone(),
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
-            done: Mutex::new(0),
-            done_cv: Condvar::new(),
             appended: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             last_seq: AtomicU64::new(0),
@@ -167,7 +164,6 @@ impl PgLedger {
             return Err(sub);
         }
         q.subs.push(sub);
-        q.submitted += 1;
         self.shared.wake.notify_one();
         Ok(())
     }
@@ -178,28 +174,29 @@ impl PgLedger {
             .fetch_add(events as u64, Ordering::Relaxed);
     }
 
+    /// Queues `request` and waits for its answer; returns at once if the ledger is closed
+    /// (everything queued was then answered by `close`) or the writer is gone.
+    fn ask(&self, request: impl FnOnce(mpsc::Sender<()>) -> Request) {
+        let (reply, answer) = mpsc::channel();
+        {
+            let mut q = lock(&self.shared.queue);
+            if q.closed {
+                return;
+            }
+            q.requests.push(request(reply));
+            self.shared.wake.notify_one();
+        }
+        let _ = answer.recv();
+    }
+
     /// Waits until everything submitted so far is answered (committed, hence visible).
     pub(crate) fn flush(&self) {
-        let target = lock(&self.shared.queue).submitted;
-        let mut done = lock(&self.shared.done);
-        while *done < target {
-            done = self
-                .shared
-                .done_cv
-                .wait(done)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        self.ask(|reply| Request::Flush { reply });
     }
 
     /// Signs a checkpoint now (after what is queued), if the tree grew. Blocking.
     pub(crate) fn checkpoint(&self) {
-        {
-            let mut q = lock(&self.shared.queue);
-            q.checkpoint_now = true;
-            q.submitted += 1; // the checkpoint counts as one answer, for the wait below
-            self.shared.wake.notify_one();
-        }
-        self.flush();
+        self.ask(|reply| Request::Checkpoint { reply });
     }
 
     pub(crate) fn delete_segment_key(&self, segment: &str, rule: &str) -> Result<(), LedgerError> {
@@ -332,6 +329,9 @@ struct Writer {
     ready: Vec<Submission>,
     /// The head this gateway committed last (`None`: unknown, read it under the lock).
     head: Option<(u64, [u8; 32])>,
+    /// The largest checkpoint this gateway signed or found at open: the store's newest must
+    /// never be smaller.
+    signed: u64,
 }
 
 impl Writer {
@@ -357,11 +357,13 @@ impl Writer {
             last_checkpoint: Instant::now(),
             ready: Vec::new(),
             head: None,
+            signed: 0,
         };
         let head = w.head_seq()?;
         shared.last_seq.store(head, Ordering::Relaxed);
         if w.checkpoints.is_some() {
             let size = w.check_checkpoints(head)?;
+            w.signed = size;
             shared.checkpoint_size.store(size, Ordering::Relaxed);
         }
         tracing::debug!(store = %w.conn.name.display(), last_seq = head, "ledger store opened");
@@ -416,16 +418,33 @@ impl Writer {
                 ),
             });
         }
-        let stored: Vec<(i64, Vec<u8>)> = client
+        let rows: Vec<(i64, Vec<u8>, String)> = client
             .query(
-                "SELECT tree_size, root FROM portcullis.checkpoints ORDER BY tree_size",
+                "SELECT tree_size, root, note FROM portcullis.checkpoints ORDER BY tree_size",
                 &[],
             )
             .map_err(err)?
             .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect::<Result<_, postgres::Error>>()
             .map_err(err)?;
+        // Only checkpoints this store's key signed are trusted to build on.
+        for (size, root, note) in &rows {
+            match verifier.open(note) {
+                Ok(cp) if cp.size as i64 == *size && cp.root[..] == root[..] => {}
+                _ => {
+                    return Err(LedgerError::Tampered {
+                        path: name.clone(),
+                        detail: format!(
+                            "the stored checkpoint of tree size {size} is not one this store's \
+                             key signed (its note does not verify, or does not match its row): \
+                             run `portcullis audit verify`"
+                        ),
+                    })
+                }
+            }
+        }
+        let stored: Vec<(i64, Vec<u8>)> = rows.into_iter().map(|(n, r, _)| (n, r)).collect();
         let last = stored.last().map_or(0, |(n, _)| (*n).max(0) as u64);
         let behind = |checkpoint: u64| LedgerError::BehindCheckpoint {
             path: name.clone(),
@@ -447,19 +466,50 @@ impl Writer {
             if cp.size > head {
                 return Err(behind(cp.size));
             }
-            let same = stored.iter().find(|(n, _)| *n as u64 == cp.size);
-            if same.is_some_and(|(_, r)| r[..] != cp.root[..]) {
+            // The events' root at the mirror's size: the stored checkpoint of that size, or
+            // (when the store has none, e.g. its rows were deleted) rebuilt from the events.
+            let root_there = match stored.iter().find(|(n, _)| *n as u64 == cp.size) {
+                Some((_, r)) => r.clone(),
+                None => self.root_of_first(cp.size)?.to_vec(),
+            };
+            if root_there[..] != cp.root[..] {
                 return Err(LedgerError::Tampered {
                     path: name.clone(),
                     detail: format!(
-                        "the checkpoint in {place} (tree size {}) and the stored one of the \
-                         same size sign different roots: run `portcullis audit verify`",
+                        "the checkpoint in {place} (tree size {}) signs another root than the \
+                         store's events of that size have: they were replaced after it was \
+                         signed; run `portcullis audit verify`",
                         cp.size
                     ),
                 });
             }
         }
         Ok(last)
+    }
+
+    /// The Merkle root of events 1 to `size` as the store holds them now.
+    fn root_of_first(&mut self, size: u64) -> Result<[u8; 32], LedgerError> {
+        let name = self.conn.name.clone();
+        let err = |e| LedgerError::postgres(&name, "rebuilding the Merkle tree", e);
+        let rows = self
+            .conn
+            .client()?
+            .query(
+                "SELECT hash FROM portcullis.events WHERE seq <= $1 ORDER BY seq",
+                &[&(size as i64)],
+            )
+            .map_err(err)?;
+        let mut frontier = Frontier::new();
+        for row in &rows {
+            let hash: &[u8] = row.try_get(0).map_err(err)?;
+            let h = <[u8; 32]>::try_from(hash).map_err(|_| LedgerError::Malformed {
+                path: name.clone(),
+                seq: frontier.size() as i64 + 1,
+                detail: "an event hash is not 32 bytes".into(),
+            })?;
+            frontier.push(event_leaf(&h));
+        }
+        Ok(frontier.root())
     }
 
     fn run(&mut self, shared: &Shared) {
@@ -470,9 +520,9 @@ impl Writer {
                 c.every.max(Duration::from_millis(50))
             });
         loop {
-            let (mut batch, requests, closing, checkpoint_now) = {
+            let (mut batch, requests, closing) = {
                 let mut q = lock(&shared.queue);
-                if q.subs.is_empty() && q.requests.is_empty() && !q.closed && !q.checkpoint_now {
+                if q.subs.is_empty() && q.requests.is_empty() && !q.closed {
                     let wait = tick.saturating_sub(self.last_checkpoint.elapsed());
                     q = shared
                         .wake
@@ -491,14 +541,14 @@ impl Writer {
                 }
                 let batch: Vec<Submission> = q.subs.drain(..n).collect();
                 let closing = q.closed && q.subs.is_empty();
-                (
-                    batch,
-                    std::mem::take(&mut q.requests),
-                    closing,
-                    std::mem::take(&mut q.checkpoint_now),
-                )
+                // Requests wait until the submissions queued before them are in this batch.
+                let requests = if q.subs.is_empty() {
+                    std::mem::take(&mut q.requests)
+                } else {
+                    Vec::new()
+                };
+                (batch, requests, closing)
             };
-            let answered = batch.len() as u64;
             if !batch.is_empty() {
                 self.commit(shared, &mut batch);
             }
@@ -518,14 +568,16 @@ impl Writer {
                         };
                         let _ = reply.send(outcome);
                     }
+                    Request::Flush { reply } => {
+                        let _ = reply.send(());
+                    }
+                    Request::Checkpoint { reply } => {
+                        self.checkpoint_step(shared, true);
+                        let _ = reply.send(());
+                    }
                 }
             }
-            self.checkpoint_step(shared, closing || checkpoint_now);
-            let answered = answered + u64::from(checkpoint_now);
-            if answered > 0 {
-                *lock(&shared.done) += answered;
-                shared.done_cv.notify_all();
-            }
+            self.checkpoint_step(shared, closing);
             if closing {
                 return;
             }
@@ -746,6 +798,18 @@ impl Writer {
                     ),
                 })?;
         }
+        if frontier.size() < self.signed {
+            return Err(LedgerError::Tampered {
+                path: name.clone(),
+                detail: format!(
+                    "the store's newest checkpoint covers {} events, but this gateway saw one \
+                     of {} events: checkpoints were deleted from the store; not signing over \
+                     what may be rewritten history (run `portcullis audit verify`)",
+                    frontier.size(),
+                    self.signed
+                ),
+            });
+        }
         let from = frontier.size() as i64;
         let rows = tx
             .query(
@@ -786,6 +850,7 @@ impl Writer {
         )
         .map_err(err)?;
         tx.commit().map_err(err)?;
+        self.signed = size;
         Ok(Some((size, note)))
     }
 }
