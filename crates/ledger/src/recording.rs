@@ -4,7 +4,9 @@
 //! ```text
 //! relay ──► Recorder (per session) ── frames in a buffer ──► chunk (every chunk_kib, and at
 //!                                                             the end of the session)
-//! chunk = lz4( frame* ),  frame = direction (1: 'c' to the target, 's' to the client)
+//! chunk = lz4( header ‖ frame* ),  header = "PCREC1" ‖ u16 BE len ‖ session id ‖ index u64 BE
+//!                                  (so no two chunks are ever the same object)
+//!                          frame = direction (1: 'c' to the target, 's' to the client)
 //!                                 ‖ offset_us u64 BE (since the session started)
 //!                                 ‖ len u32 BE ‖ bytes
 //! stored as <prefix>/chunks/<h[0..2]>/<h> where h = hex(SHA-256(chunk))
@@ -47,12 +49,53 @@ pub struct Frame {
     pub bytes: Vec<u8>,
 }
 
-/// Decodes a stored chunk into its frames.
-pub fn decode_chunk(chunk: &[u8]) -> Result<Vec<Frame>, String> {
+/// A decoded chunk: whose it is and its frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub session_id: String,
+    pub index: u64,
+    pub frames: Vec<Frame>,
+}
+
+const MAGIC: &[u8; 6] = b"PCREC1";
+
+/// Largest decompressed chunk accepted (a chunk is `chunk_kib` plus one frame).
+const MAX_RAW: usize = 1 << 30;
+
+fn header(session_id: &str, index: u64) -> Vec<u8> {
+    let id = &session_id.as_bytes()[..session_id.len().min(u16::MAX as usize)];
+    let mut h = MAGIC.to_vec();
+    h.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    h.extend_from_slice(id);
+    h.extend_from_slice(&index.to_be_bytes());
+    h
+}
+
+/// Decodes a stored chunk.
+pub fn decode_chunk(chunk: &[u8]) -> Result<Chunk, String> {
+    let size = chunk
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or("the chunk is empty")?;
+    if size > MAX_RAW {
+        return Err(format!("the chunk claims {size} bytes uncompressed"));
+    }
     let raw = lz4_flex::decompress_size_prepended(chunk)
         .map_err(|e| format!("the chunk does not decompress: {e}"))?;
-    let mut frames = Vec::new();
     let mut b = raw.as_slice();
+    let bad = || "the chunk has no valid header".to_string();
+    if b.get(..6) != Some(&MAGIC[..]) || b.len() < 8 {
+        return Err(bad());
+    }
+    let id_len = u16::from_be_bytes([b[6], b[7]]) as usize;
+    b = &b[8..];
+    if b.len() < id_len + 8 {
+        return Err(bad());
+    }
+    let session_id = String::from_utf8(b[..id_len].to_vec()).map_err(|_| bad())?;
+    let index = u64::from_be_bytes(b[id_len..id_len + 8].try_into().map_err(|_| bad())?);
+    b = &b[id_len + 8..];
+    let mut frames = Vec::new();
     while !b.is_empty() {
         if b.len() < 13 {
             return Err("a frame header is cut off".into());
@@ -71,7 +114,11 @@ pub fn decode_chunk(chunk: &[u8]) -> Result<Vec<Frame>, String> {
         });
         b = &b[len..];
     }
-    Ok(frames)
+    Ok(Chunk {
+        session_id,
+        index,
+        frames,
+    })
 }
 
 /// Records one session: collects frames, stores full chunks, appends their events.
@@ -139,6 +186,7 @@ impl Recorder {
         let offset = self.started.elapsed().as_micros() as u64;
         if self.frames == 0 {
             self.first_us = offset;
+            self.buf = header(&self.session_id, self.index);
         }
         self.last_us = offset;
         self.frames += 1;
@@ -215,7 +263,7 @@ mod tests {
     use super::*;
 
     fn encode(frames: &[Frame]) -> Vec<u8> {
-        let mut raw = Vec::new();
+        let mut raw = header("s-1", 3);
         for f in frames {
             raw.push(f.direction);
             raw.extend_from_slice(&f.offset_us.to_be_bytes());
@@ -240,7 +288,9 @@ mod tests {
             },
         ];
         let chunk = encode(&frames);
-        assert_eq!(decode_chunk(&chunk).unwrap(), frames);
+        let got = decode_chunk(&chunk).unwrap();
+        assert_eq!((got.session_id.as_str(), got.index), ("s-1", 3));
+        assert_eq!(got.frames, frames);
         assert!(decode_chunk(&chunk[..chunk.len() - 3]).is_err());
     }
 

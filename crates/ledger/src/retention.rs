@@ -225,6 +225,20 @@ impl Ledger {
             else {
                 continue;
             };
+            // A recordings item needs its store before anything is recorded as deleted.
+            let store = match (&item.chunks, recordings) {
+                (Some(_), None) => {
+                    return Err(LedgerError::Recording {
+                        store: "(none)".into(),
+                        detail: format!(
+                            "retention would delete the recordings of {}, but no recordings \
+                             store is configured: add [recordings] as the gateway had it",
+                            item.segment.segment
+                        ),
+                    })
+                }
+                (_, store) => store,
+            };
             let (first_seq, last_seq, events) = item.range.unwrap_or((0, 0, 0));
             let seq = self
                 .append(vec![NewEvent::new(
@@ -253,16 +267,10 @@ impl Ledger {
             match &item.chunks {
                 None => self.delete_segment_key(&item.segment.segment, rule)?,
                 Some(hashes) => {
-                    let store = recordings.ok_or_else(|| LedgerError::Recording {
-                        store: "(none)".into(),
-                        detail: format!(
-                            "retention would delete the recordings of {}, but no recordings \
-                             store is configured: add [recordings] as the gateway had it",
-                            item.segment.segment
-                        ),
-                    })?;
-                    for h in hashes {
-                        store.delete(h).await?;
+                    if let Some(store) = store {
+                        for h in hashes {
+                            store.delete(h).await?;
+                        }
                     }
                 }
             }

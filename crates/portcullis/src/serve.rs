@@ -122,6 +122,16 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
         );
     }
     let recordings = crate::sessions::store(cfg, &loaded.data_dir)?;
+    if recordings.is_some()
+        && cfg.store.kind == portcullis_core::config::StoreKind::Postgres
+        && cfg.recordings.store == portcullis_core::config::RecordingStoreKind::Local
+    {
+        tracing::warn!(
+            "the ledger is shared (store.kind = \"postgres\") but recordings go to a local folder: \
+             replay and retention on another gateway will not find this gateway's chunks; use \
+             [recordings] store = \"s3\" when several gateways share the store"
+        );
+    }
     let (shutdown, rx) = watch::channel(false);
     let cancels = portcullis_proto_postgres::cancel::CancelRegistry::default();
     let mut tasks = Vec::new();

@@ -303,8 +303,23 @@ fn replay(config: &Path, id: &str, realtime: bool) -> anyhow::Result<ExitCode> {
                 continue;
             }
         };
-        let frames = decode_chunk(&bytes).map_err(|e| anyhow!("chunk {index} ({hash}): {e}"))?;
-        for f in frames {
+        let chunk = match decode_chunk(&bytes) {
+            Ok(c) if c.session_id == session && c.index == *index => c,
+            Ok(c) => {
+                println!(
+                    "!! chunk {index} ({hash}) belongs to session {} chunk {}, not this one",
+                    c.session_id, c.index
+                );
+                problems += 1;
+                continue;
+            }
+            Err(e) => {
+                println!("!! chunk {index} ({hash}): {e}");
+                problems += 1;
+                continue;
+            }
+        };
+        for f in chunk.frames {
             let lines = transcript.feed(f.direction == TO_TARGET, f.offset_us, &f.bytes);
             if realtime && !lines.is_empty() {
                 let pause = f.offset_us.saturating_sub(last_us).min(2_000_000);

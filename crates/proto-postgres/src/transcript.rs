@@ -38,7 +38,7 @@ impl Transcript {
             let len = i32::from_be_bytes([buf[at + 1], buf[at + 2], buf[at + 3], buf[at + 4]]);
             if len < 4 {
                 lines.push(format!(
-                    "{} ? unreadable message {:?} (length {len}): the rest of this direction is skipped",
+                    "{} ? unreadable message {:?} (length {len}): the rest of this frame is skipped",
                     stamp(offset_us),
                     tag as char
                 ));
@@ -70,13 +70,22 @@ fn stamp(offset_us: u64) -> String {
     format!("+{:>9.3}s", offset_us as f64 / 1e6)
 }
 
+/// At most `MAX_VALUE_CHARS` characters, control characters escaped (recorded text must not
+/// drive the reader's terminal: an ESC sequence in a row value is shown, not obeyed).
 fn cut(s: &str) -> String {
-    if s.chars().count() > MAX_VALUE_CHARS {
-        let head: String = s.chars().take(MAX_VALUE_CHARS).collect();
-        format!("{head}…")
-    } else {
-        s.to_string()
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX_VALUE_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
     }
+    out
 }
 
 fn value(bytes: &[u8]) -> String {
@@ -90,10 +99,11 @@ fn value(bytes: &[u8]) -> String {
 fn client_message(tag: u8, body: &[u8]) -> Option<String> {
     let mut r = Reader::new(body);
     Some(match tag {
-        b'Q' => r.cstr()?.to_string(),
+        b'Q' => cut(&r.cstr()?),
         b'P' => {
             let name = r.cstr()?;
             let sql = r.cstr()?;
+            let (name, sql) = (cut(&name), cut(&sql));
             if name.is_empty() {
                 format!("PARSE {sql}")
             } else {
@@ -125,7 +135,11 @@ fn client_message(tag: u8, body: &[u8]) -> Option<String> {
                     value(bytes)
                 });
             }
-            let stmt = if stmt.is_empty() { "(unnamed)" } else { &stmt };
+            let stmt = if stmt.is_empty() {
+                "(unnamed)".to_string()
+            } else {
+                cut(&stmt)
+            };
             format!("BIND {stmt} [{}]", params.join(", "))
         }
         b'E' => "EXECUTE".to_string(),
@@ -135,7 +149,7 @@ fn client_message(tag: u8, body: &[u8]) -> Option<String> {
             value(body.strip_suffix(b"\n").unwrap_or(body))
         ),
         b'c' => "COPY DONE".to_string(),
-        b'f' => format!("COPY FAIL {}", r.cstr()?),
+        b'f' => format!("COPY FAIL {}", cut(&r.cstr()?)),
         b'X' => "(terminate)".to_string(),
         // Sync, Flush, Describe, Close: protocol plumbing.
         _ => return None,
@@ -150,7 +164,7 @@ fn server_message(tag: u8, body: &[u8]) -> Option<String> {
             let n = r.i16()?.max(0) as usize;
             let mut names = Vec::with_capacity(n);
             for _ in 0..n {
-                names.push(r.cstr()?.to_string());
+                names.push(cut(&r.cstr()?));
                 r.bytes(18)?; // table oid, column, type oid, size, modifier, format
             }
             names.join(" | ")
@@ -168,7 +182,7 @@ fn server_message(tag: u8, body: &[u8]) -> Option<String> {
             }
             format!("  {}", values.join(" | "))
         }
-        b'C' => r.cstr()?.to_string(),
+        b'C' => cut(&r.cstr()?),
         b'E' | b'N' => {
             let (mut severity, mut code, mut message) =
                 (String::new(), String::new(), String::new());
@@ -184,7 +198,7 @@ fn server_message(tag: u8, body: &[u8]) -> Option<String> {
                     _ => {}
                 }
             }
-            format!("{severity} {code}: {message}")
+            format!("{} {}: {}", cut(&severity), cut(&code), cut(&message))
         }
         b'G' => "COPY IN".to_string(),
         b'H' => "COPY OUT".to_string(),
