@@ -385,19 +385,8 @@ fn ledger_failure_refuses_statements_and_recovers() {
 }
 
 fn pgbench(gw: &Gateway, args: &[&str]) -> String {
-    let o = std::process::Command::new(bins().path("pgbench"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &gw.port.to_string(),
-            "-U",
-            &gw.agent.name,
-        ])
-        .args(args)
+    let o = pgbench_command(gw, args)
         .arg(DB)
-        .env("PGPASSWORD", &gw.agent.key)
-        .env("PGSSLMODE", "disable")
         .output()
         .expect("run pgbench");
     let mut text = stdout(&o);

@@ -27,19 +27,8 @@ fn shared_key() -> Vec<u8> {
 }
 
 fn pgbench(gw: &Gateway, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(bins().path("pgbench"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &gw.port.to_string(),
-            "-U",
-            &gw.agent.name,
-        ])
-        .args(args)
+    pgbench_command(gw, args)
         .arg(DB)
-        .env("PGPASSWORD", &gw.agent.key)
-        .env("PGSSLMODE", "disable")
         .output()
         .expect("run pgbench")
 }

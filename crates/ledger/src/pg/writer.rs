@@ -272,9 +272,31 @@ struct Rows<'a> {
     hashes: Vec<Vec<u8>>,
     last_seq: i64,
     last_hash: [u8; 32],
+    /// `last_hash` as the bytea parameter.
+    last_hash_bytes: Vec<u8>,
 }
 
 impl<'a> Rows<'a> {
+    /// The INSERT's parameters `$1`…`$9`, and `$10` (the expected head) for the fast path.
+    fn params<'p>(
+        &'p self,
+        expected: Option<&'p i64>,
+    ) -> Vec<&'p (dyn postgres::types::ToSql + Sync)> {
+        let mut p: Vec<&'p (dyn postgres::types::ToSql + Sync)> = vec![
+            &self.seqs,
+            &self.tss,
+            &self.sessions,
+            &self.kinds,
+            &self.datas,
+            &self.prevs,
+            &self.hashes,
+            &self.last_seq,
+            &self.last_hash_bytes,
+        ];
+        p.extend(expected.map(|e| e as &(dyn postgres::types::ToSql + Sync)));
+        p
+    }
+
     fn chain(
         ready: &'a [Submission],
         jsons: &'a [Vec<u8>],
@@ -293,6 +315,7 @@ impl<'a> Rows<'a> {
             hashes: Vec::with_capacity(n),
             last_seq: (first + n as u64 - 1) as i64,
             last_hash: prev,
+            last_hash_bytes: Vec::new(),
         };
         let all = ready.iter().flat_map(|s| s.events.iter());
         for (i, (ev, json)) in all.zip(jsons).enumerate() {
@@ -313,6 +336,7 @@ impl<'a> Rows<'a> {
             prev = h;
         }
         rows.last_hash = prev;
+        rows.last_hash_bytes = prev.to_vec();
         Ok(rows)
     }
 }
@@ -674,21 +698,7 @@ impl Writer {
             let rows = Rows::chain(&self.ready, jsons, seq + 1, hash, &name)?;
             let client = self.conn.client()?;
             let moved = client
-                .execute(
-                    &p.insert_if_head,
-                    &[
-                        &rows.seqs,
-                        &rows.tss,
-                        &rows.sessions,
-                        &rows.kinds,
-                        &rows.datas,
-                        &rows.prevs,
-                        &rows.hashes,
-                        &rows.last_seq,
-                        &&rows.last_hash[..],
-                        &(seq as i64),
-                    ],
-                )
+                .execute(&p.insert_if_head, &rows.params(Some(&(seq as i64))))
                 .map_err(err)?;
             if moved == 1 {
                 self.head = Some((rows.last_seq as u64, rows.last_hash));
@@ -707,21 +717,7 @@ impl Writer {
         })?;
         let first = seq as u64 + 1;
         let rows = Rows::chain(&self.ready, jsons, first, prev, &name)?;
-        tx.execute(
-            &p.insert,
-            &[
-                &rows.seqs,
-                &rows.tss,
-                &rows.sessions,
-                &rows.kinds,
-                &rows.datas,
-                &rows.prevs,
-                &rows.hashes,
-                &rows.last_seq,
-                &&rows.last_hash[..],
-            ],
-        )
-        .map_err(err)?;
+        tx.execute(&p.insert, &rows.params(None)).map_err(err)?;
         tx.commit().map_err(err)?;
         self.head = Some((rows.last_seq as u64, rows.last_hash));
         Ok(first)

@@ -534,6 +534,23 @@ pub fn grep_log(path: &Path, needle: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// pgbench through the gateway as the agent, with `args` (the database name goes last).
+pub fn pgbench_command(gw: &Gateway, args: &[&str]) -> Command {
+    let mut c = Command::new(bins().path("pgbench"));
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &gw.port.to_string(),
+        "-U",
+        &gw.agent.name,
+    ])
+    .args(args)
+    .env("PGPASSWORD", &gw.agent.key)
+    .env("PGSSLMODE", "disable");
+    c
+}
+
 /// SIGKILLs the gateway `rounds` times, each while pgbench inserts through it (the target must
 /// run with `log_statement = 'all'`), restarting it and checking `audit verify` after each
 /// restart. Then every INSERT the target's log shows must be among `recorded(gw)`, the
@@ -553,20 +570,9 @@ pub fn kill_under_pgbench(
             format!("\\set r random(1, 999999)\nINSERT INTO marks VALUES ({round} * 100000000 + :client_id * 1000000 + :r);\n"),
         )
         .expect("script");
-        let mut bench = Command::new(bins().path("pgbench"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &gw.port.to_string(),
-                "-U",
-                &gw.agent.name,
-            ])
-            .args(["-n", "-c", "4", "-j", "2", "-T", "30", "-f"])
+        let mut bench = pgbench_command(gw, &["-n", "-c", "4", "-j", "2", "-T", "30", "-f"])
             .arg(&script)
             .arg(DB)
-            .env("PGPASSWORD", &gw.agent.key)
-            .env("PGSSLMODE", "disable")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
