@@ -76,7 +76,9 @@ enum Request {
 #[derive(Default)]
 struct Queue {
     subs: Vec<Submission>,
-    requests: Vec<Request>,
+    /// Requests in arrival order, each with the number of submissions queued before it that
+    /// are not yet taken for a commit: it is carried out once that is 0.
+    requests: Vec<(usize, Request)>,
     closed: bool,
 }
 
@@ -183,7 +185,8 @@ impl PgLedger {
             if q.closed {
                 return;
             }
-            q.requests.push(request(reply));
+            let ahead = q.subs.len();
+            q.requests.push((ahead, request(reply)));
             self.shared.wake.notify_one();
         }
         let _ = answer.recv();
@@ -208,11 +211,15 @@ impl PgLedger {
                     path: self.shared.name.clone(),
                 });
             }
-            q.requests.push(Request::DeleteKey {
-                segment: segment.to_string(),
-                rule: rule.to_string(),
-                reply,
-            });
+            let ahead = q.subs.len();
+            q.requests.push((
+                ahead,
+                Request::DeleteKey {
+                    segment: segment.to_string(),
+                    rule: rule.to_string(),
+                    reply,
+                },
+            ));
             self.shared.wake.notify_one();
         }
         answer.recv().unwrap_or_else(|_| {
@@ -565,12 +572,17 @@ impl Writer {
                 }
                 let batch: Vec<Submission> = q.subs.drain(..n).collect();
                 let closing = q.closed && q.subs.is_empty();
-                // Requests wait until the submissions queued before them are in this batch.
-                let requests = if q.subs.is_empty() {
-                    std::mem::take(&mut q.requests)
-                } else {
-                    Vec::new()
-                };
+                // A request is due once the submissions queued before it are in this batch
+                // (or an earlier one); later ones wait, in order, even if theirs are.
+                for (ahead, _) in q.requests.iter_mut() {
+                    *ahead = ahead.saturating_sub(n);
+                }
+                let due = q
+                    .requests
+                    .iter()
+                    .take_while(|(ahead, _)| *ahead == 0)
+                    .count();
+                let requests: Vec<Request> = q.requests.drain(..due).map(|(_, r)| r).collect();
                 (batch, requests, closing)
             };
             if !batch.is_empty() {
