@@ -63,7 +63,7 @@ use crate::seal::KeyStore;
 
 /// Upper bound on the events of one group commit. A larger single submission still goes into
 /// one write (its events must stay consecutive); the cap only stops draining the queue.
-pub(crate) const MAX_BATCH_EVENTS: usize = 10_000;
+const MAX_BATCH_EVENTS: usize = 10_000;
 
 /// WAL size, in pages (4 KiB), that triggers a checkpoint of the index.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 10_000;
@@ -662,15 +662,7 @@ impl Shared {
     /// Takes queued submissions for one group commit (at least one whole submission).
     fn take_batch(&self) -> Vec<Submission> {
         let mut q = lock(&self.queue);
-        let mut events = 0;
-        let mut n = 0;
-        for sub in &q.subs {
-            if n > 0 && events + sub.events.len() > MAX_BATCH_EVENTS {
-                break;
-            }
-            events += sub.events.len();
-            n += 1;
-        }
+        let n = batch_len(&q.subs);
         q.subs.drain(..n).collect()
     }
 
@@ -1031,6 +1023,21 @@ impl Writer {
             }
         }
     }
+}
+
+/// How many of the queued submissions go into one group commit: at least one, then as many
+/// as fit in [`MAX_BATCH_EVENTS`] (a submission's events stay together).
+pub(crate) fn batch_len(subs: &[Submission]) -> usize {
+    let mut events = 0;
+    let mut n = 0;
+    for sub in subs {
+        if n > 0 && events + sub.events.len() > MAX_BATCH_EVENTS {
+            break;
+        }
+        events += sub.events.len();
+        n += 1;
+    }
+    n
 }
 
 /// Seals and serialises the events of `batch` (all of it is taken) for one group commit:

@@ -31,7 +31,7 @@ use crate::error::LedgerError;
 use crate::merkle::{event_leaf, Frontier};
 use crate::seal::KeyStore;
 use crate::writer::{
-    answer, serialise, CheckpointOptions, LedgerOptions, LedgerStats, Submission, MAX_BATCH_EVENTS,
+    answer, batch_len, serialise, CheckpointOptions, LedgerOptions, LedgerStats, Submission,
 };
 
 const INSERT: &str = "
@@ -561,15 +561,7 @@ impl Writer {
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
                 }
-                let mut events = 0;
-                let mut n = 0;
-                for sub in &q.subs {
-                    if n > 0 && events + sub.events.len() > MAX_BATCH_EVENTS {
-                        break;
-                    }
-                    events += sub.events.len();
-                    n += 1;
-                }
+                let n = batch_len(&q.subs);
                 let batch: Vec<Submission> = q.subs.drain(..n).collect();
                 let closing = q.closed && q.subs.is_empty();
                 // A request is due once the submissions queued before it are in this batch
