@@ -47,6 +47,15 @@ fn try_open(
     })
 }
 
+/// Appends `n` single statements, one call each.
+async fn append_n(l: &Ledger, n: usize) {
+    for i in 0..n {
+        l.append(vec![common::statement("s", &format!("m{i}"))])
+            .await
+            .unwrap();
+    }
+}
+
 /// Verification blocks (as `portcullis audit verify` does): off the async workers.
 fn verify(url: &str, key: &Arc<CheckpointSigner>) -> VerifyReport {
     verify_with(url, key, Vec::new())
@@ -165,11 +174,7 @@ async fn tampering_and_truncation_are_caught() {
     let dir = tempfile::tempdir().unwrap();
     let mirror = dir.path().join("mirror");
     let l = open(&url, &key, Some(mirror.clone()));
-    for i in 0..100 {
-        l.append(vec![common::statement("s", &format!("m{i}"))])
-            .await
-            .unwrap();
-    }
+    append_n(&l, 100).await;
     l.close();
     assert!(matches!(
         verify(&url, &key),
@@ -304,11 +309,7 @@ async fn a_rewritten_store_without_its_checkpoints_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let mirror = dir.path().join("mirror");
     let l = open(&url, &key, Some(mirror.clone()));
-    for i in 0..60 {
-        l.append(vec![common::statement("s", &format!("m{i}"))])
-            .await
-            .unwrap();
-    }
+    append_n(&l, 60).await;
     l.close();
     pg.psql(
         "postgres",

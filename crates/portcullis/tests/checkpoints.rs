@@ -170,34 +170,24 @@ fn checkpoints_are_signed_mirrored_proved_and_catch_a_deleted_tail() {
 #[test]
 fn checkpoints_are_mirrored_to_an_s3_bucket() {
     let s3 = moto();
-    boto(s3.port, "s3.create_bucket(Bucket='evidence')");
-    // Test fixture credentials for the local moto server (it accepts any).
-    std::env::set_var("PORTCULLIS_TEST_S3_KEY", "test");
-    std::env::set_var("PORTCULLIS_TEST_S3_SECRET", "test");
+    let bucket = s3.bucket("evidence");
     let cluster = target(&[]);
     let mut gw = Gateway::start(
         &cluster,
         GatewayOptions {
             store: format!(
-                "[store.checkpoints]\nevery_secs = 1\n[store.checkpoints.mirror_s3]\n\
-                 bucket = \"evidence\"\nprefix = \"gw1\"\nendpoint = \"http://127.0.0.1:{}\"\n\
-                 allow_http = true\naccess_key_id_env = \"PORTCULLIS_TEST_S3_KEY\"\n\
-                 secret_access_key_env = \"PORTCULLIS_TEST_S3_SECRET\"\n",
-                s3.port
+                "[store.checkpoints]\nevery_secs = 1\n[store.checkpoints.mirror_s3]\n{bucket}"
             ),
             ..GatewayOptions::default()
         },
     );
     ok(gw.psql(&["-c", "SELECT 1"]));
     gw.stop();
-    let keys = boto(
-        s3.port,
-        "print('\\n'.join(o['Key'] for o in s3.list_objects_v2(Bucket='evidence')['Contents']))",
-    );
-    assert!(keys.lines().any(|k| k == "gw1/checkpoint"), "{keys}");
+    let keys = s3.keys("evidence");
+    assert!(keys.iter().any(|k| k == "gw1/checkpoint"), "{keys:?}");
     assert!(
-        keys.lines().any(|k| k.starts_with("gw1/checkpoints/0000")),
-        "{keys}"
+        keys.iter().any(|k| k.starts_with("gw1/checkpoints/0000")),
+        "{keys:?}"
     );
     let verify = ok(gw.cli(&["audit", "verify"]));
     assert!(verify.contains("ledger OK"), "{verify}");

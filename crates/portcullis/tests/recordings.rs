@@ -133,39 +133,30 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn recordings_go_to_an_s3_bucket() {
     let s3 = moto();
-    boto(s3.port, "s3.create_bucket(Bucket='recordings')");
-    // Test fixture credentials for the local moto server (it accepts any).
-    std::env::set_var("PORTCULLIS_TEST_S3_KEY", "test");
-    std::env::set_var("PORTCULLIS_TEST_S3_SECRET", "test");
+    let bucket = s3.bucket("recordings");
     let cluster = target(&[]);
     let mut gw = Gateway::start(
         &cluster,
         GatewayOptions {
             connection: "recording = \"full\"".into(),
-            extra_config: format!(
-                "\n[recordings]\nstore = \"s3\"\nbucket = \"recordings\"\nprefix = \"gw1\"\n\
-                 endpoint = \"http://127.0.0.1:{}\"\nallow_http = true\n\
-                 access_key_id_env = \"PORTCULLIS_TEST_S3_KEY\"\n\
-                 secret_access_key_env = \"PORTCULLIS_TEST_S3_SECRET\"\nchunk_kib = 16\n",
-                s3.port
-            ),
+            extra_config: format!("\n[recordings]\nstore = \"s3\"\nchunk_kib = 16\n{bucket}"),
             ..GatewayOptions::default()
         },
     );
     run_queries(&gw);
     gw.stop();
-    let keys = boto(
-        s3.port,
-        "print('\\n'.join(o['Key'] for o in s3.list_objects_v2(Bucket='recordings')['Contents']))",
+    let keys = s3.keys("recordings");
+    assert!(keys.len() >= 3, "{keys:?}");
+    assert!(
+        keys.iter().all(|k| k.starts_with("gw1/chunks/")),
+        "{keys:?}"
     );
-    assert!(keys.lines().count() >= 3, "{keys}");
-    assert!(keys.lines().all(|k| k.starts_with("gw1/chunks/")), "{keys}");
     let id = session_ids(&gw).pop().expect("a session");
     let replay = ok(gw.cli(&["sessions", "replay", &id]));
     assert!(replay.contains("<   1 | ada"), "{replay}");
     assert!(replay.contains("< SELECT 2000"), "{replay}");
     // Replace one object in the bucket: replay refuses it.
-    let victim = keys.lines().next().unwrap().to_string();
+    let victim = keys[0].clone();
     boto(
         s3.port,
         &format!("s3.put_object(Bucket='recordings', Key='{victim}', Body=b'forged')"),

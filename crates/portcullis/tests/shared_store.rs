@@ -18,6 +18,17 @@ fn store_config(key_file: &str) -> String {
     )
 }
 
+/// The target cluster, with the store in its database `ledger`, whose URL the gateways and
+/// the CLI inherit from the environment (each test runs in its own process).
+fn target_with_store(settings: &[(&str, &str)]) -> pg_ephemeral::Cluster {
+    let cluster = target(settings);
+    cluster
+        .create_database("ledger")
+        .expect("create the store database");
+    std::env::set_var("PORTCULLIS_TEST_STORE_URL", cluster.url("ledger"));
+    cluster
+}
+
 fn shared_key() -> Vec<u8> {
     // A test fixture: a throwaway signing key shared by the two gateways.
     CheckpointSigner::from_seed("test.example/shared", [9u8; 32])
@@ -49,12 +60,7 @@ fn processed(o: &std::process::Output) -> u64 {
 
 #[test]
 fn two_gateways_under_pgbench_write_one_verifying_ledger() {
-    let cluster = target(&[]);
-    cluster
-        .create_database("ledger")
-        .expect("create the store database");
-    // The gateways and the CLI inherit it (each test runs in its own process).
-    std::env::set_var("PORTCULLIS_TEST_STORE_URL", cluster.url("ledger"));
+    let cluster = target_with_store(&[]);
     let opts = || GatewayOptions {
         store: store_config("../shared.key"),
         files: vec![("shared.key".into(), shared_key())],
@@ -161,11 +167,7 @@ fn two_gateways_under_pgbench_write_one_verifying_ledger() {
 
 #[test]
 fn a_gateway_with_its_own_key_is_refused_by_a_shared_store() {
-    let cluster = target(&[]);
-    cluster
-        .create_database("ledger")
-        .expect("create the store database");
-    std::env::set_var("PORTCULLIS_TEST_STORE_URL", cluster.url("ledger"));
+    let cluster = target_with_store(&[]);
     let mut a = Gateway::start(
         &cluster,
         GatewayOptions {
@@ -209,11 +211,7 @@ fn a_gateway_with_its_own_key_is_refused_by_a_shared_store() {
 /// every restart.
 #[test]
 fn a_killed_gateway_on_the_shared_store_loses_nothing() {
-    let cluster = target(&[("log_statement", "all")]);
-    cluster
-        .create_database("ledger")
-        .expect("create the store database");
-    std::env::set_var("PORTCULLIS_TEST_STORE_URL", cluster.url("ledger"));
+    let cluster = target_with_store(&[("log_statement", "all")]);
     let mut gw = Gateway::start(
         &cluster,
         GatewayOptions {

@@ -626,6 +626,35 @@ impl Drop for Moto {
     }
 }
 
+impl Moto {
+    /// Creates `bucket` and returns the TOML lines that point a gateway at it (prefix `gw1`,
+    /// test fixture credentials in the environment: moto accepts any).
+    pub fn bucket(&self, bucket: &str) -> String {
+        boto(self.port, &format!("s3.create_bucket(Bucket='{bucket}')"));
+        std::env::set_var("PORTCULLIS_TEST_S3_KEY", "test");
+        std::env::set_var("PORTCULLIS_TEST_S3_SECRET", "test");
+        format!(
+            "bucket = \"{bucket}\"\nprefix = \"gw1\"\nendpoint = \"http://127.0.0.1:{}\"\n\
+             allow_http = true\naccess_key_id_env = \"PORTCULLIS_TEST_S3_KEY\"\n\
+             secret_access_key_env = \"PORTCULLIS_TEST_S3_SECRET\"\n",
+            self.port
+        )
+    }
+
+    /// The keys of every object in `bucket`.
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        boto(
+            self.port,
+            &format!(
+                "print('\\n'.join(o['Key'] for o in s3.list_objects_v2(Bucket='{bucket}').get('Contents', [])))"
+            ),
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
+    }
+}
+
 pub fn moto() -> Moto {
     let py = python();
     let probe = Command::new(&py)
