@@ -991,12 +991,7 @@ impl Writer {
                         st.pending_since = Some(Instant::now());
                     }
                 }
-                let mut next = first;
-                for sub in self.ready.drain(..) {
-                    let first = next;
-                    next += sub.events.len() as u64;
-                    answer(sub.reply, Ok(first));
-                }
+                acknowledge(&mut self.ready, first);
             }
             Err(e) => {
                 // Fail closed: nothing of the group is acknowledged, the head does not move,
@@ -1487,6 +1482,17 @@ struct Text<'a>(&'a [u8]);
 impl ToSql for Text<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.0)))
+    }
+}
+
+/// Answers every submission of a committed group with its first seq (the group's events are
+/// `first, first + 1, …` in submission order).
+pub(crate) fn acknowledge(ready: &mut Vec<Submission>, first: u64) {
+    let mut next = first;
+    for sub in ready.drain(..) {
+        let len = sub.events.len() as u64;
+        answer(sub.reply, Ok(next));
+        next += len;
     }
 }
 

@@ -31,7 +31,8 @@ use crate::error::LedgerError;
 use crate::merkle::{event_leaf, Frontier};
 use crate::seal::KeyStore;
 use crate::writer::{
-    answer, batch_len, serialise, CheckpointOptions, LedgerOptions, LedgerStats, Submission,
+    acknowledge, answer, batch_len, serialise, CheckpointOptions, LedgerOptions, LedgerStats,
+    Submission,
 };
 
 const INSERT: &str = "
@@ -636,12 +637,7 @@ impl Writer {
                     .last_seq
                     .store(first + events as u64 - 1, Ordering::Relaxed);
                 self.since_checkpoint += events as u64;
-                let mut next = first;
-                for sub in self.ready.drain(..) {
-                    let first = next;
-                    next += sub.events.len() as u64;
-                    answer(sub.reply, Ok(first));
-                }
+                acknowledge(&mut self.ready, first);
             }
             Err(e) => {
                 self.conn.reset();
