@@ -43,6 +43,148 @@ pub struct Config {
     /// Where session recordings are stored (connections choose what is recorded).
     #[serde(default)]
     pub recordings: RecordingsConfig,
+    /// What is masked in responses and in the records, and who gets which profile
+    /// (see docs/masking.md). On by default: every detector, redacted.
+    #[serde(default)]
+    pub masking: MaskingConfig,
+}
+
+/// `[masking]`: detectors, masking profiles and which sessions get which profile.
+///
+/// Every session gets exactly one profile: the first `[[masking.assign]]` rule that matches
+/// it, else its connection's `masking_profile`, else `default_profile`. A profile that leaves
+/// anything unmasked (`unmasked = true` or a `keep` strategy) is reachable only through an
+/// `assign` rule, so unmasked access is always an explicit, recorded decision.
+///
+/// The ledger and recordings are masked whatever the session's profile: every detector,
+/// redacted.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingConfig {
+    /// Profile of sessions no rule assigns and whose connection names none.
+    #[serde(default = "default_masking_profile")]
+    pub default_profile: String,
+    /// Built-in detectors switched off everywhere, by entity name (for example `["PHONE"]`).
+    #[serde(default)]
+    pub disabled: Vec<String>,
+    /// Regions (ISO 3166 codes) phone numbers written without a `+` country code are read in.
+    #[serde(default = "default_phone_regions")]
+    pub phone_regions: Vec<String>,
+    /// Environment variable holding the key of the `hash` strategy (HMAC-SHA-256; at least 16
+    /// bytes). Keep it stable: the same value then hashes to the same token everywhere.
+    #[serde(default)]
+    pub hmac_key_env: Option<String>,
+    /// File holding that key, instead of an environment variable.
+    #[serde(default)]
+    pub hmac_key_file: Option<PathBuf>,
+    /// Your own detectors: a regular expression or a word list, under an entity name.
+    #[serde(default)]
+    pub custom: Vec<CustomDetector>,
+    /// Named profiles. `standard` (redact everything detected) and `unmasked` exist unless
+    /// defined here.
+    #[serde(default)]
+    pub profiles: std::collections::BTreeMap<String, MaskingProfile>,
+    /// Which sessions get which profile; the first matching rule wins.
+    #[serde(default)]
+    pub assign: Vec<MaskingAssignment>,
+}
+
+impl Default for MaskingConfig {
+    fn default() -> Self {
+        MaskingConfig {
+            default_profile: default_masking_profile(),
+            disabled: vec![],
+            phone_regions: default_phone_regions(),
+            hmac_key_env: None,
+            hmac_key_file: None,
+            custom: vec![],
+            profiles: Default::default(),
+            assign: vec![],
+        }
+    }
+}
+
+fn default_masking_profile() -> String {
+    "standard".into()
+}
+
+fn default_phone_regions() -> Vec<String> {
+    vec!["US".into(), "GB".into()]
+}
+
+/// `[[masking.custom]]`: one detector of your own. Give `pattern` or `words`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomDetector {
+    /// Entity name findings are counted and redacted under (for example `EMPLOYEE_ID`).
+    pub entity: String,
+    /// A regular expression (Rust `regex` syntax, ASCII classes: `\d` is `[0-9]`).
+    #[serde(default)]
+    pub pattern: Option<String>,
+    /// Whole words or phrases to find (ASCII case-insensitive).
+    #[serde(default)]
+    pub words: Vec<String>,
+}
+
+/// How a value is masked.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskStrategy {
+    /// Replaced by the entity name in brackets: `[EMAIL]`.
+    #[default]
+    Redact,
+    /// Partly shown: cards keep their first six and last four digits (PCI DSS), emails their
+    /// first letter and domain, other values their last four characters.
+    Partial,
+    /// Only the last four characters (digits of a card) shown.
+    Last4,
+    /// A keyed hash (HMAC-SHA-256 under `hmac_key_env`): the same value always gives the same
+    /// token, so masked columns can still be joined and counted.
+    Hash,
+    /// The whole field becomes NULL (in text the ledger keeps: redacted).
+    Null,
+    /// Not masked. Only in profiles reached through `[[masking.assign]]`.
+    Keep,
+}
+
+/// `[masking.profiles.NAME]`: what one profile masks, and how.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingProfile {
+    /// Strategy for every detected entity not listed in `entities`.
+    #[serde(default)]
+    pub strategy: MaskStrategy,
+    /// Strategy per entity name, for example `{ CREDIT_CARD = "partial", EMAIL = "hash" }`.
+    #[serde(default)]
+    pub entities: std::collections::BTreeMap<String, MaskStrategy>,
+    /// Column rules, whatever the content looks like: `"customers.email" = "partial"`, or a
+    /// bare column name for that column in every table. Matched on the result's column name
+    /// and the tables the statement reads.
+    #[serde(default)]
+    pub columns: std::collections::BTreeMap<String, MaskStrategy>,
+    /// Nothing is masked in responses (the records are still masked).
+    #[serde(default)]
+    pub unmasked: bool,
+}
+
+/// `[[masking.assign]]`: sessions matching every given condition get `profile`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaskingAssignment {
+    pub profile: String,
+    /// Agent names (empty: any agent).
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// Groups, any of which the agent must be in (empty: any).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Connection names (empty: any).
+    #[serde(default)]
+    pub connections: Vec<String>,
+    /// Only for sessions carrying a business justification (a task grant's reason), which
+    /// the session's opening event records with the profile.
+    #[serde(default)]
+    pub require_justification: bool,
 }
 
 /// What a connection's sessions record besides the ledger's statement events.
@@ -684,6 +826,10 @@ pub struct ConnectionConfig {
     /// `[recordings]`).
     #[serde(default)]
     pub recording: RecordingMode,
+    /// Masking profile of this connection's sessions when no `[[masking.assign]]` rule picks
+    /// one (default: `[masking] default_profile`).
+    #[serde(default)]
+    pub masking_profile: Option<String>,
 }
 
 /// A login method the target may request.

@@ -182,6 +182,22 @@ pub enum Outcome {
     Aborted,
 }
 
+/// How many values were masked, per entity name.
+pub type MaskedCounts = std::collections::BTreeMap<String, u64>;
+
+/// The masking profile a session got.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskingChoice {
+    pub profile: String,
+    /// Nothing in the responses is masked (an explicit assignment gave this session raw data).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unmasked: bool,
+    /// Which `[[masking.assign]]` rule chose it (index from 0); absent: the connection's or the
+    /// default profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<usize>,
+}
+
 /// What the policy engine made of a statement, as recorded with it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DecisionRecord {
@@ -226,6 +242,9 @@ pub enum EventData {
         /// Startup parameters forwarded to the target (application_name, …).
         #[serde(default)]
         params: Vec<(String, String)>,
+        /// The masking profile the session's responses get, and why (see docs/masking.md).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        masking: Option<MaskingChoice>,
     },
     /// The session ended.
     SessionClose {
@@ -287,6 +306,9 @@ pub enum EventData {
         /// seals them as it writes; readers open them, see `portcullis_ledger::seal`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sealed: Option<Sealed>,
+        /// Values masked in `text`, `params` and `reason` before recording, per entity.
+        #[serde(default, skip_serializing_if = "MaskedCounts::is_empty")]
+        masked: MaskedCounts,
     },
     /// A configuration and policy version was put in force (at start and on every reload).
     PolicySnapshot {
@@ -324,6 +346,10 @@ pub enum EventData {
         /// the data).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sealed: Option<Sealed>,
+        /// Values masked in the response the client received, per entity (`COLUMN`: by a
+        /// column rule).
+        #[serde(default, skip_serializing_if = "MaskedCounts::is_empty")]
+        masked: MaskedCounts,
     },
     /// The agent authenticated but its session could not be opened (unknown connection,
     /// target unreachable or refusing the gateway's login).

@@ -11,8 +11,8 @@ pub mod config;
 pub mod event;
 
 pub use event::{
-    ChainLink, DecisionRecord, EventData, GrantRecord, GrantRef, Identity, NewEvent, Outcome,
-    ParamValue, Principal, Sealed, SnapshotFile,
+    ChainLink, DecisionRecord, EventData, GrantRecord, GrantRef, Identity, MaskedCounts,
+    MaskingChoice, NewEvent, Outcome, ParamValue, Principal, Sealed, SnapshotFile,
 };
 
 /// Microseconds since the Unix epoch, UTC: the timestamp of every ledger event.

@@ -68,6 +68,7 @@ fn statement(session: &str, n: u64) -> NewEvent {
             reason: None,
             decision: None,
             sealed: None,
+            masked: Default::default(),
         },
     )
 }

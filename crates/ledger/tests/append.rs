@@ -212,6 +212,7 @@ async fn detached_appends_keep_their_order() {
             message: None,
             duration_us: 120,
             sealed: None,
+            masked: Default::default(),
         },
     )]);
     let next = ledger.append(vec![statement("s", "next")]).await.unwrap();

@@ -52,6 +52,7 @@ fn open_session(connection: &str, session: &str, ts_us: i64) -> NewEvent {
             protocol: "postgres".into(),
             tls: true,
             params: Vec::new(),
+            masking: None,
         },
     }
 }
@@ -69,6 +70,7 @@ fn failed(session: &str, ts_us: i64, seq: u64, message: &str) -> NewEvent {
             message: Some(message.into()),
             duration_us: 10,
             sealed: None,
+            masked: Default::default(),
         },
     }
 }

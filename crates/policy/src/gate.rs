@@ -54,6 +54,24 @@ impl Gate {
         self.cache.classify(sql)
     }
 
+    /// The actor with the configuration's groups of the agent added to the token's groups
+    /// (what policy and the masking assignment both match on).
+    pub fn with_configured_groups(&self, who: &Actor) -> Actor {
+        Self::merge_groups(&self.current(), who).unwrap_or_else(|| who.clone())
+    }
+
+    fn merge_groups(state: &GateState, who: &Actor) -> Option<Actor> {
+        let configured = state.actors.get(&who.name)?;
+        let mut groups = who.groups.clone();
+        groups.extend(configured.groups.iter().cloned());
+        groups.sort();
+        groups.dedup();
+        Some(Actor {
+            groups,
+            ..who.clone()
+        })
+    }
+
     /// Decides a classified command for an agent on a connection. `who` carries what the
     /// session knows (name, token groups, chain, grant); the configuration's groups of the
     /// agent are added here, so a reload that changes them applies at once.
@@ -67,23 +85,9 @@ impl Gate {
     ) -> GateDecision {
         let state = self.current();
         let merged;
-        let actor = match state.actors.get(&who.name) {
-            Some(configured) if who.groups.is_empty() => {
-                merged = Actor {
-                    groups: configured.groups.clone(),
-                    ..who.clone()
-                };
-                &merged
-            }
-            Some(configured) => {
-                let mut groups = who.groups.clone();
-                groups.extend(configured.groups.iter().cloned());
-                groups.sort();
-                groups.dedup();
-                merged = Actor {
-                    groups,
-                    ..who.clone()
-                };
+        let actor = match Self::merge_groups(&state, who) {
+            Some(m) => {
+                merged = m;
                 &merged
             }
             None => who,

@@ -29,6 +29,7 @@ pub fn statement(session: &str, marker: &str) -> NewEvent {
             reason: None,
             decision: None,
             sealed: None,
+            masked: Default::default(),
         },
     )
 }

@@ -1,0 +1,662 @@
+//! Validators: what turns a pattern match into a finding.
+//!
+//! A pattern only says "this looks like a card number"; the validator checks what the issuer
+//! guarantees (Luhn and issuer ranges for cards, mod-97 and the country's length for IBANs,
+//! check digits for CPF, DNI and Aadhaar, the SSA's never-issued ranges for SSNs, the number
+//! plan for phone numbers). Each returns the span to mask, which may be narrower than the match
+//! (an IBAN the pattern ran past, the value after `aws_secret_access_key=`), or `None`.
+//!
+//! Validators see the whole haystack so that they can look at the bytes around a match (a
+//! version number `1.2.3.4.5` is not an IPv4 address; a bare nine-digit number is an SSN only
+//! with "SSN" written near it).
+
+use std::ops::Range;
+
+/// The digits of `text`, in order.
+fn digits(text: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    text.iter().filter(|b| b.is_ascii_digit()).map(|b| b - b'0')
+}
+
+/// The Luhn (mod 10) check of a digit string.
+pub fn luhn(d: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, &x) in d.iter().rev().enumerate() {
+        let mut v = x as u32;
+        if i % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum += v;
+    }
+    sum.is_multiple_of(10)
+}
+
+/// Whether a digit string is in an issuer range with that length (Visa, Mastercard, Amex,
+/// Discover, JCB, Diners, UnionPay, Maestro, Mir).
+pub fn card_issuer(d: &[u8]) -> bool {
+    let len = d.len();
+    let prefix = |n: usize| d.iter().take(n).fold(0u32, |acc, &x| acc * 10 + x as u32);
+    let (p1, p2, p3, p4, p6) = (prefix(1), prefix(2), prefix(3), prefix(4), prefix(6));
+    match p1 {
+        4 => matches!(len, 13 | 16 | 19),
+        5 => match p2 {
+            51..=55 => len == 16,
+            50 | 56..=59 => (12..=19).contains(&len),
+            _ => false,
+        },
+        2 => {
+            ((2221..=2720).contains(&p4) && len == 16)
+                || ((2200..=2204).contains(&p4) && (16..=19).contains(&len))
+        }
+        3 => {
+            ((p2 == 34 || p2 == 37) && len == 15)
+                || ((3528..=3589).contains(&p4) && (16..=19).contains(&len))
+                || (((300..=305).contains(&p3) || p4 == 3095 || p2 == 36 || p2 == 38 || p2 == 39)
+                    && (14..=19).contains(&len))
+        }
+        6 => {
+            (16..=19).contains(&len)
+                && (p4 == 6011
+                    || (644..=649).contains(&p3)
+                    || p2 == 65
+                    || (622126..=622925).contains(&p6)
+                    || p2 == 62
+                    || (p2 >= 60 && (12..=19).contains(&len)))
+        }
+        _ => false,
+    }
+}
+
+/// A card number: 13-19 digits with any of ` .-` between them, Luhn-valid, in an issuer range.
+/// A match that ran into a following number is cut back at a separator.
+pub fn card(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
+    let text = &hay[m.clone()];
+    let all: Vec<u8> = digits(text).collect();
+    if (13..=19).contains(&all.len())
+        && luhn(&all)
+        && card_issuer(&all)
+        && plausible_card_grouping(text)
+    {
+        return Some(m);
+    }
+    // Cut back at separators: "4111 1111 1111 1111 2024" is a card and a year.
+    let mut n = 0;
+    let mut cuts = Vec::new();
+    for (i, &b) in text.iter().enumerate() {
+        if b.is_ascii_digit() {
+            n += 1;
+        } else if (13..=19).contains(&n) {
+            cuts.push((i, n));
+        }
+    }
+    cuts.into_iter().rev().find_map(|(end, n)| {
+        let d = &all[..n];
+        (luhn(d) && card_issuer(d) && plausible_card_grouping(&text[..end]))
+            .then(|| m.start..m.start + end)
+    })
+}
+
+/// Card numbers are written in one piece or in groups of 4 (Amex 4-6-5, Diners 4-6-4): a run
+/// with a separator after every digit or groups of one or two is something else.
+fn plausible_card_grouping(text: &[u8]) -> bool {
+    let groups: Vec<usize> = text
+        .split(|b| !b.is_ascii_digit())
+        .map(|g| g.len())
+        .filter(|&l| l > 0)
+        .collect();
+    groups.len() == 1 || groups.iter().all(|&g| g >= 3)
+}
+
+/// A US Social Security number, formatted `123-45-6789` (or with spaces or dots, the same
+/// separator twice). Invalid per the SSA and Presidio's rules: area 000, 666 or 900-999, group
+/// 00, serial 0000, one digit repeated, and the numbers known from advertising.
+pub fn ssn(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
+    let text = &hay[m.clone()];
+    let seps: Vec<u8> = text
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_digit())
+        .collect();
+    if seps.len() == 2 && seps[0] != seps[1] {
+        return None;
+    }
+    if seps.is_empty() && !near_keyword(hay, m.start, &[b"ssn", b"social security", b"soc sec"]) {
+        // A bare nine-digit number is an SSN only when the text says so.
+        return None;
+    }
+    ssn_digits(&digits(text).collect::<Vec<_>>()).then_some(m)
+}
+
+fn ssn_digits(d: &[u8]) -> bool {
+    if d.len() != 9 || d.iter().all(|&x| x == d[0]) {
+        return false;
+    }
+    let n = |r: Range<usize>| d[r].iter().fold(0u32, |a, &x| a * 10 + x as u32);
+    let (area, group, serial) = (n(0..3), n(3..5), n(5..9));
+    // Numbers published as samples (Woolworth's wallet card, the SSA's ads, 123-45-6789).
+    let known = [78051120u32, 219099999, 123456789];
+    let whole = n(0..9);
+    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0 && !known.contains(&whole)
+}
+
+/// Whether one of `words` (lower case) appears in the 40 bytes before `at`.
+fn near_keyword(hay: &[u8], at: usize, words: &[&[u8]]) -> bool {
+    let window = &hay[at.saturating_sub(40)..at];
+    let lower: Vec<u8> = window.iter().map(|b| b.to_ascii_lowercase()).collect();
+    words
+        .iter()
+        .any(|w| lower.windows(w.len()).any(|x| x == *w))
+}
+
+/// IBAN lengths by country (ISO 13616 registry).
+const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
+    (b"AD", 24),
+    (b"AE", 23),
+    (b"AL", 28),
+    (b"AT", 20),
+    (b"AZ", 28),
+    (b"BA", 20),
+    (b"BE", 16),
+    (b"BG", 22),
+    (b"BH", 22),
+    (b"BI", 27),
+    (b"BR", 29),
+    (b"BY", 28),
+    (b"CH", 21),
+    (b"CR", 22),
+    (b"CY", 28),
+    (b"CZ", 24),
+    (b"DE", 22),
+    (b"DJ", 27),
+    (b"DK", 18),
+    (b"DO", 28),
+    (b"EE", 20),
+    (b"EG", 29),
+    (b"ES", 24),
+    (b"FI", 18),
+    (b"FK", 18),
+    (b"FO", 18),
+    (b"FR", 27),
+    (b"GB", 22),
+    (b"GE", 22),
+    (b"GI", 23),
+    (b"GL", 18),
+    (b"GR", 27),
+    (b"GT", 28),
+    (b"HR", 21),
+    (b"HU", 28),
+    (b"IE", 22),
+    (b"IL", 23),
+    (b"IQ", 23),
+    (b"IS", 26),
+    (b"IT", 27),
+    (b"JO", 30),
+    (b"KW", 30),
+    (b"KZ", 20),
+    (b"LB", 28),
+    (b"LC", 32),
+    (b"LI", 21),
+    (b"LT", 20),
+    (b"LU", 20),
+    (b"LV", 21),
+    (b"LY", 25),
+    (b"MC", 27),
+    (b"MD", 24),
+    (b"ME", 22),
+    (b"MK", 19),
+    (b"MN", 20),
+    (b"MR", 27),
+    (b"MT", 31),
+    (b"MU", 30),
+    (b"NI", 28),
+    (b"NL", 18),
+    (b"NO", 15),
+    (b"OM", 23),
+    (b"PK", 24),
+    (b"PL", 28),
+    (b"PS", 29),
+    (b"PT", 25),
+    (b"QA", 29),
+    (b"RO", 24),
+    (b"RS", 22),
+    (b"RU", 33),
+    (b"SA", 24),
+    (b"SC", 31),
+    (b"SD", 18),
+    (b"SE", 24),
+    (b"SI", 19),
+    (b"SK", 24),
+    (b"SM", 27),
+    (b"SO", 23),
+    (b"ST", 25),
+    (b"SV", 28),
+    (b"TL", 23),
+    (b"TN", 24),
+    (b"TR", 26),
+    (b"UA", 29),
+    (b"VA", 22),
+    (b"VG", 24),
+    (b"XK", 20),
+    (b"YE", 30),
+];
+
+/// An IBAN, compact or in groups of four: the country's length, mod-97 and the country's BBAN
+/// format (iban_validate). A match that ran into the next word is cut back to the length.
+pub fn iban(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
+    let text = &hay[m.clone()];
+    let country: [u8; 2] = [text[0], text[1]];
+    let want = IBAN_LENGTHS.iter().find(|(c, _)| **c == country)?.1;
+    let mut compact = String::with_capacity(want);
+    let mut end = None;
+    for (i, &b) in text.iter().enumerate() {
+        if b == b' ' {
+            continue;
+        }
+        compact.push(b as char);
+        if compact.len() == want {
+            end = Some(i + 1);
+            break;
+        }
+    }
+    let end = end?;
+    // Ends at a word boundary: not in the middle of a group.
+    if text.get(end).is_some_and(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    compact.parse::<iban::Iban>().ok()?;
+    Some(m.start..m.start + end)
+}
+
+/// A Brazilian CPF (`123.456.789-09` or 11 digits): both mod-11 check digits.
+pub fn cpf(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
+    let d: Vec<u32> = digits(&hay[m.clone()]).map(u32::from).collect();
+    if d.len() != 11 || d.iter().all(|&x| x == d[0]) {
+        return None;
+    }
+    let check = |n: usize| {
+        let sum: u32 = (0..n).map(|i| d[i] * (n as u32 + 1 - i as u32)).sum();
+        (sum * 10 % 11) % 10
+    };
+    (check(9) == d[9] && check(10) == d[10]).then_some(m)
+}
+
+/// A Spanish DNI (8 digits and a letter) or NIE (X, Y or Z, 7 digits, a letter): the control
+/// letter is the number mod 23 looked up in `TRWAGMYFPDXBNJZSQVHLCKE`.
+pub fn dni(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
+    const LETTERS: &[u8; 23] = b"TRWAGMYFPDXBNJZSQVHLCKE";
+    let text = &hay[m.clone()];
+    let letter = text.last()?.to_ascii_uppercase();
+    let first = text[0].to_ascii_uppercase();
+    let lead = match first {
+        b'X' => Some(0),
+        b'Y' => Some(1),
+        b'Z' => Some(2),
+        _ => None,
+    };
+    let mut n: u64 = lead.unwrap_or(0);
+    for x in digits(text) {
+        n = n * 10 + x as u64;
+    }
+    (LETTERS[(n % 23) as usize] == letter).then_some(m)
+}
+
+/// A UK National Insurance number: two letters (not D, F, I, Q, U or V; the second not O; not
+/// the prefixes BG, GB, KN, NK, NT, TN or ZZ), six digits, a suffix A-D. NINOs have no check
+/// digit, so the prefix rules are all there is.
+pub fn nino(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
+    let text = &hay[m.clone()];
+    let prefix = [text[0], text[1]];
+    let bad: [&[u8; 2]; 7] = [b"BG", b"GB", b"KN", b"NK", b"NT", b"TN", b"ZZ"];
+    (!bad.iter().any(|b| **b == prefix)).then_some(m)
+}
+
+/// An Indian Aadhaar number (12 digits, first 2-9, not a palindrome): the Verhoeff check digit.
+pub fn aadhaar(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
+    let d: Vec<u8> = digits(&hay[m.clone()]).collect();
+    if d.len() != 12 || d.iter().eq(d.iter().rev()) {
+        return None;
+    }
+    verhoeff(&d).then_some(m)
+}
+
+/// The Verhoeff check (dihedral group D5) of a digit string ending in its check digit.
+pub fn verhoeff(d: &[u8]) -> bool {
+    const MUL: [[u8; 10]; 10] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+        [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+        [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+        [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+        [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+        [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+        [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+        [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+        [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+    ];
+    const PERM: [[u8; 10]; 8] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+        [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+        [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+        [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+        [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+        [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+        [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+    ];
+    let mut c = 0u8;
+    for (i, &x) in d.iter().rev().enumerate() {
+        c = MUL[c as usize][PERM[i % 8][x as usize] as usize];
+    }
+    c == 0
+}
+
+/// An IPv4 address, not part of a longer dotted run (a version number, an OID).
+pub fn ipv4(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
+    let before = m.start.checked_sub(1).map(|i| hay[i]);
+    let after = hay.get(m.end).copied();
+    let after2 = hay.get(m.end + 1).copied();
+    if before == Some(b'.') || (after == Some(b'.') && after2.is_some_and(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    let text = std::str::from_utf8(&hay[m.clone()]).ok()?;
+    text.parse::<std::net::Ipv4Addr>().ok()?;
+    Some(m)
+}
+
+/// An IPv6 address (with `::` or all eight groups; an IPv4 tail allowed), not glued to more
+/// hex digits or colons. Times (`10:23:45`) and MAC addresses fail the parse.
+pub fn ipv6(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
+    let hexish = |b: u8| b.is_ascii_hexdigit() || b == b':';
+    if m.start > 0 && (hexish(hay[m.start - 1]) || hay[m.start - 1].is_ascii_alphanumeric()) {
+        return None;
+    }
+    if hay
+        .get(m.end)
+        .is_some_and(|&b| hexish(b) || b.is_ascii_alphanumeric())
+    {
+        return None;
+    }
+    let text = std::str::from_utf8(&hay[m.clone()]).ok()?;
+    let addr = text.split('%').next()?;
+    if !addr.contains("::") && addr.matches(':').count() != 7 && !addr.contains('.') {
+        return None;
+    }
+    addr.parse::<std::net::Ipv6Addr>().ok()?;
+    Some(m)
+}
+
+/// A phone number that libphonenumber calls valid: with a `+` country code, or national in
+/// one of the configured regions. Dates and times written with digits are not phone numbers.
+pub fn phone(
+    hay: &[u8],
+    m: Range<usize>,
+    rules: &crate::phone::PhoneRules,
+) -> Option<Range<usize>> {
+    let text = &hay[m.clone()];
+    let n = text.iter().filter(|b| b.is_ascii_digit()).count();
+    if !(7..=15).contains(&n) || looks_like_date(text) {
+        return None;
+    }
+    // Glued to a longer number or a decimal: part of something else.
+    let before = m.start.checked_sub(1).map(|i| hay[i]);
+    if before.is_some_and(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/' || b == b'-') {
+        return None;
+    }
+    if hay
+        .get(m.end)
+        .is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'/')
+    {
+        return None;
+    }
+    let plus = text.starts_with(b"+");
+    // A national number has some shape: a trunk 0, a parenthesised area code, or separators.
+    let shaped = text.starts_with(b"0")
+        || text.starts_with(b"(")
+        || text.iter().any(|b| matches!(b, b' ' | b'-' | b'.'));
+    if !plus && !shaped {
+        return None;
+    }
+    // `+49 (0)30 …`: the trunk zero in parentheses is not dialled from abroad.
+    let mut digits = String::with_capacity(n);
+    let mut i = 0;
+    while i < text.len() {
+        if plus && text[i..].starts_with(b"(0)") {
+            i += 3;
+            continue;
+        }
+        if text[i].is_ascii_digit() {
+            digits.push(text[i] as char);
+        }
+        i += 1;
+    }
+    rules.valid(&digits, plus).then_some(m)
+}
+
+/// `2024-01-15`, `15/01/2024`, `2024.01.15`: a digit group of 4 beside groups of 1-2 digits
+/// joined by `-`, `/` or `.`.
+fn looks_like_date(text: &[u8]) -> bool {
+    let groups: Vec<&[u8]> = text.split(|b| matches!(b, b'-' | b'/' | b'.')).collect();
+    if groups.len() < 3 {
+        return false;
+    }
+    groups.windows(3).any(|w| {
+        let l: Vec<usize> = w.iter().map(|g| g.len()).collect();
+        (l[0] == 4 && l[1] <= 2 && l[2] >= 1 && w[2][..l[2].min(2)].iter().all(u8::is_ascii_digit))
+            || (l[0] <= 2 && l[1] <= 2 && l[2] >= 4)
+    })
+}
+
+/// A secret in `key = value` form: mask the value, keep the key name (the match ends with it).
+pub fn trailing_value(len: usize) -> impl Fn(&[u8], Range<usize>) -> Option<Range<usize>> {
+    move |_hay, m| (m.len() >= len).then(|| m.end - len..m.end)
+}
+
+/// A bearer token: mask what follows `Bearer `.
+pub fn after_space(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
+    let sp = hay[m.clone()]
+        .iter()
+        .position(|&b| b == b' ' || b == b'\t')?;
+    let start = m.start + sp + 1;
+    let start = start + hay[start..m.end].iter().take_while(|&&b| b == b' ').count();
+    (start < m.end).then_some(start..m.end)
+}
+
+/// An email address: the local part does not start or end with a dot, nor hold two in a row.
+pub fn email(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
+    let text = &hay[m.clone()];
+    let at = text.iter().position(|&b| b == b'@')?;
+    let local = &text[..at];
+    // Leading dots belong to the sentence, not the address.
+    let skip = local.iter().take_while(|&&b| b == b'.').count();
+    let local = &local[skip..];
+    if local.is_empty() || local.ends_with(b".") || local.windows(2).any(|w| w == b"..") {
+        return None;
+    }
+    Some(m.start + skip..m.end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(f: fn(&[u8], Range<usize>) -> Option<Range<usize>>, s: &str) -> bool {
+        f(s.as_bytes(), 0..s.len()) == Some(0..s.len())
+    }
+
+    #[test]
+    fn luhn_vectors() {
+        let d = |s: &str| s.bytes().map(|b| b - b'0').collect::<Vec<_>>();
+        assert!(luhn(&d("4111111111111111")));
+        assert!(luhn(&d("79927398713")));
+        assert!(!luhn(&d("4111111111111112")));
+        assert!(!luhn(&d("79927398710")));
+    }
+
+    #[test]
+    fn cards() {
+        for ok in [
+            "4111111111111111",
+            "4111 1111 1111 1111",
+            "4111-1111-1111-1111",
+            "5555555555554444",
+            "2223003122003222",
+            "378282246310005",
+            "3782 822463 10005",
+            "6011111111111117",
+            "3530111333300000",
+            "30569309025904",
+            "6200000000000005",
+            "4222222222222",
+        ] {
+            assert!(whole(card, ok), "{ok} is a card");
+        }
+        for bad in [
+            "4111111111111112",                // Luhn
+            "1234567812345670",                // Luhn-valid, no issuer
+            "9111111111111111",                // no issuer
+            "5105 1051 0510 5106",             // Luhn
+            "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", // not a card's grouping
+        ] {
+            assert!(
+                card(bad.as_bytes(), 0..bad.len()).is_none(),
+                "{bad} is not a card"
+            );
+        }
+        let s = b"4111 1111 1111 1111 2024";
+        assert_eq!(card(s, 0..s.len()), Some(0..19));
+    }
+
+    #[test]
+    fn ssns() {
+        for ok in ["536-90-4399", "536 90 4399", "078-05-1121"] {
+            assert!(whole(ssn, ok), "{ok} is an SSN");
+        }
+        for bad in [
+            "000-12-3456",
+            "666-12-3456",
+            "912-12-3456",
+            "536-00-4399",
+            "536-90-0000",
+            "111-11-1111",
+            "078-05-1120",
+            "123-45-6789",
+            "536-90 4399",
+            "536904399", // bare, no context
+        ] {
+            assert!(!whole(ssn, bad), "{bad} is not an SSN");
+        }
+        let s = b"SSN: 536904399";
+        assert_eq!(ssn(s, 5..14), Some(5..14));
+    }
+
+    #[test]
+    fn ibans() {
+        for ok in [
+            "DE89370400440532013000",
+            "DE89 3704 0044 0532 0130 00",
+            "GB29NWBK60161331926819",
+            "GB29 NWBK 6016 1331 9268 19",
+            "FR1420041010050500013M02606",
+            "NL91ABNA0417164300",
+            "ES9121000418450200051332",
+        ] {
+            assert!(whole(iban, ok), "{ok} is an IBAN");
+        }
+        for bad in [
+            "DE89370400440532013001", // mod 97
+            "DE8937040044053201300",  // length
+            "GB29NWBK6016133192681X", // mod 97
+            "QQ89370400440532013000", // country
+        ] {
+            assert!(!whole(iban, bad), "{bad} is not an IBAN");
+        }
+        let s = b"DE89 3704 0044 0532 0130 00 BERLIN";
+        assert_eq!(iban(s, 0..30), Some(0..27));
+    }
+
+    #[test]
+    fn national_ids() {
+        for ok in ["529.982.247-25", "52998224725"] {
+            assert!(whole(cpf, ok), "{ok} is a CPF");
+        }
+        for bad in ["529.982.247-24", "111.111.111-11", "52998224726"] {
+            assert!(!whole(cpf, bad), "{bad} is not a CPF");
+        }
+        for ok in ["12345678Z", "12345678-Z", "X1234567L", "Y1234567X"] {
+            assert!(whole(dni, ok), "{ok} is a DNI/NIE");
+        }
+        for bad in ["12345678A", "X1234567A"] {
+            assert!(!whole(dni, bad), "{bad} is not a DNI");
+        }
+        for ok in ["AB123456C", "AB 12 34 56 C"] {
+            assert!(whole(nino, ok), "{ok} is a NINO");
+        }
+        for bad in ["GB123456A", "NK123456A"] {
+            assert!(!whole(nino, bad), "{bad} is not a NINO");
+        }
+        for ok in ["234123412346", "2341 2341 2346"] {
+            assert!(whole(aadhaar, ok), "{ok} is an Aadhaar number");
+        }
+        for bad in ["234123412347", "234123321432"] {
+            assert!(!whole(aadhaar, bad), "{bad} is not an Aadhaar number");
+        }
+    }
+
+    #[test]
+    fn ips() {
+        for ok in ["192.168.1.20", "8.8.8.8", "255.255.255.255"] {
+            assert!(whole(ipv4, ok), "{ok}");
+        }
+        for bad in ["256.1.1.1", "01.2.3.4"] {
+            assert!(!whole(ipv4, bad), "{bad}");
+        }
+        let s = b"v1.2.3.4.5";
+        assert!(ipv4(s, 1..8).is_none(), "version numbers are not addresses");
+        for ok in [
+            "2001:db8::1",
+            "fe80::1ff:fe23:4567:890a",
+            "::ffff:192.0.2.1",
+            "2001:0db8:0000:0000:0000:ff00:0042:8329",
+        ] {
+            assert!(whole(ipv6, ok), "{ok}");
+        }
+        for bad in ["10:23:45", "00:1A:2B:3C:4D:5E", "dead:beef"] {
+            assert!(!whole(ipv6, bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn phones() {
+        let rules = crate::phone::PhoneRules::new(&["US".into(), "GB".into()]).expect("regions");
+        let p = |s: &str| phone(s.as_bytes(), 0..s.len(), &rules) == Some(0..s.len());
+        for ok in [
+            "+1 201 555 0123",
+            "(201) 555-0123",
+            "201-555-0123",
+            "+44 20 7946 0123",
+            "020 7946 0123",
+            "0161 496 0123",
+            "+49 30 90182012",
+            "+33 1 99 00 12 34",
+        ] {
+            assert!(p(ok), "{ok} is a phone number");
+        }
+        for bad in [
+            "2024-01-15",
+            "15/01/2024",
+            "12345",
+            "+1 000 000 0000",
+            "1234567890",
+        ] {
+            assert!(!p(bad), "{bad} is not a phone number");
+        }
+    }
+
+    #[test]
+    fn verhoeff_vectors() {
+        assert!(verhoeff(&[2, 3, 6, 3]));
+        assert!(!verhoeff(&[2, 3, 6, 4]));
+    }
+}
