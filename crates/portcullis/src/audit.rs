@@ -488,7 +488,7 @@ pub fn render(ev: &StoredEvent) -> String {
                 "POLICY REJECTED ({trigger}), {} stays in force: {error}",
                 short(&kept)
             ),
-            EventData::Result { statement_seq, outcome, tags, rows, sqlstate, message, duration_us, sealed } => {
+            EventData::Result { statement_seq, outcome, tags, rows, sqlstate, message, duration_us, sealed, masked } => {
                 let message = match &sealed {
                     Some(s) if s.deleted => Some("[message deleted by retention]".to_string()),
                     Some(_) => Some("[sealed]".to_string()),
@@ -508,7 +508,13 @@ pub fn render(ev: &StoredEvent) -> String {
                     ),
                     other => format!("{other:?}").to_lowercase(),
                 };
-                format!("  ↳ #{statement_seq} {what} in {:.3} ms", duration_us as f64 / 1000.0)
+                let masked = if masked.is_empty() {
+                    String::new()
+                } else {
+                    let list: Vec<String> = masked.iter().map(|(e, n)| format!("{e}={n}")).collect();
+                    format!(", masked {}", list.join(" "))
+                };
+                format!("  ↳ #{statement_seq} {what} in {:.3} ms{masked}", duration_us as f64 / 1000.0)
             }
             EventData::Cancel { client_addr, matched } => format!(
                 "cancel request from {client_addr}{}",

@@ -24,6 +24,8 @@ pub struct Loaded {
     pub text: String,
     /// The policies, validated.
     pub policies: Arc<PolicySet>,
+    /// `[masking]`, compiled.
+    pub masker: Arc<portcullis_mask::Masker>,
 }
 
 impl Loaded {
@@ -404,6 +406,7 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     .map_err(|e| anyhow!("{where_}: {e}"))?;
     let files = policy_files(&config, &base, &where_)?;
     let policies = PolicySet::load_files(&files).map_err(|e| anyhow!("{e}"))?;
+    let masker = Arc::new(masker(&config, &base, &where_)?);
     Ok(Loaded {
         config,
         path: path.to_path_buf(),
@@ -412,7 +415,49 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         passwords,
         text,
         policies: Arc::new(policies),
+        masker,
     })
+}
+
+/// Compiles `[masking]`: detectors, profiles, the hash key; checks every name it uses.
+pub fn masker(
+    config: &Config,
+    base: &Path,
+    where_: &str,
+) -> anyhow::Result<portcullis_mask::Masker> {
+    let m = &config.masking;
+    let key = match (&m.hmac_key_env, &m.hmac_key_file) {
+        (Some(_), Some(_)) => bail!("{where_}: [masking] set hmac_key_env or hmac_key_file, not both"),
+        (Some(var), None) => Some(
+            std::env::var(var)
+                .map_err(|_| anyhow!("{where_}: [masking] hmac_key_env = {var:?} but that environment variable is not set"))?
+                .into_bytes(),
+        ),
+        (None, Some(file)) => {
+            let file = base.join(file);
+            let text = std::fs::read_to_string(&file).with_context(|| {
+                format!("{where_}: [masking] cannot read hmac_key_file {}", file.display())
+            })?;
+            Some(text.trim_end_matches(['\n', '\r']).as_bytes().to_vec())
+        }
+        (None, None) => None,
+    };
+    let masker = portcullis_mask::Masker::new(m, key).map_err(|e| anyhow!("{where_}: {e}"))?;
+    for c in &config.connections {
+        if let Some(p) = &c.masking_profile {
+            masker
+                .check_connection_profile(&c.name, p)
+                .map_err(|e| anyhow!("{where_}: {e}"))?;
+        }
+    }
+    for (i, a) in m.assign.iter().enumerate() {
+        for c in &a.connections {
+            if !config.connections.iter().any(|k| &k.name == c) {
+                bail!("{where_}: [[masking.assign]] #{i}: no [[connections]] entry is named {c:?}");
+            }
+        }
+    }
+    Ok(masker)
 }
 
 pub fn check(path: &Path) -> anyhow::Result<ExitCode> {

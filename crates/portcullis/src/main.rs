@@ -6,6 +6,7 @@ mod config;
 mod demo;
 mod grant;
 mod identity;
+mod mask;
 mod policy;
 mod reload;
 mod retention;
@@ -57,6 +58,9 @@ enum Command {
     /// Sessions: list them, show one's events, replay its recording.
     #[command(subcommand)]
     Sessions(sessions::SessionsCommand),
+    /// Masking: try the detectors and profiles of `[masking]` on text or CSV.
+    #[command(subcommand)]
+    Mask(mask::MaskCommand),
     /// Manage agent service accounts.
     #[command(subcommand)]
     Agent(agent::AgentCommand),
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
         Command::Policy(cmd) => policy::run(cmd),
         Command::Grant(cmd) => grant::run(cmd),
         Command::Retention(cmd) => retention::run(cmd),
+        Command::Mask(cmd) => mask::run(cmd),
         Command::Config(ConfigCommand::Schema) => {
             println!("{}", config::schema_json());
             Ok(ExitCode::SUCCESS)

@@ -118,6 +118,7 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
                 connect_timeout: Duration::from_millis(c.connect_timeout_ms),
                 auth: c.auth.clone(),
                 recording: c.recording,
+                masking_profile: c.masking_profile.clone(),
             }),
         );
     }
@@ -164,6 +165,7 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
             targets: targets.clone(),
             cancels: cancels.clone(),
             recordings: recordings.clone(),
+            masker: loaded.masker.clone(),
         });
         tasks.push(tokio::spawn(gw.serve(listener, rx.clone())));
     }

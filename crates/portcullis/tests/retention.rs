@@ -45,6 +45,7 @@ fn old_statement(ts_us: i64, text: &str) -> NewEvent {
             reason: None,
             decision: None,
             sealed: None,
+            masked: Default::default(),
         },
     }
 }

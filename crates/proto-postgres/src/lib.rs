@@ -13,6 +13,7 @@
 
 pub mod cancel;
 pub mod error;
+pub mod masking;
 pub mod relay;
 pub mod server;
 pub mod stream;

@@ -33,6 +33,7 @@
 
 use crate::cancel::CancelGuard;
 use crate::error::PgError;
+use crate::masking::{self, RowShape, RowSlot, RowSource, SessionMasking};
 use crate::server::{ledger_refusal, PROTOCOL};
 use crate::stream::Stream;
 use crate::upstream::Upstream;
@@ -41,6 +42,7 @@ use bytes::BytesMut;
 use portcullis_core::{DecisionRecord, EventData, NewEvent, Outcome, ParamValue, Principal};
 use portcullis_ledger::recording::Recorder;
 use portcullis_ledger::Ledger;
+use portcullis_mask::Counts;
 use portcullis_policy::gate::function_call_by_oid;
 use portcullis_policy::sql::{Classification, PreparedStatements};
 use portcullis_policy::{Actor, Gate, GateDecision, GrantScope, Verdict};
@@ -75,6 +77,8 @@ pub struct SessionInfo {
     pub started: Instant,
     /// The session recording, when the connection records (taken by the relay).
     pub recorder: Option<Recorder>,
+    /// The masker and the session's profile (responses, and what the ledger keeps).
+    pub masking: SessionMasking,
 }
 
 /// A task grant a session runs under.
@@ -131,6 +135,8 @@ struct Prepared {
     sql: Arc<str>,
     param_types: Vec<u32>,
     class: Arc<Classification>,
+    /// Its result columns, once a Describe of it is answered.
+    rows: RowSlot,
 }
 
 #[derive(Clone)]
@@ -139,6 +145,8 @@ struct Portal {
     sql: Arc<str>,
     params: Arc<Vec<ParamValue>>,
     class: Arc<Classification>,
+    /// Where its result columns come from (for masking its rows).
+    rows: RowSource,
 }
 
 /// A change to the relay's view of statements/portals, awaiting the target's confirmation.
@@ -165,6 +173,10 @@ enum Pending {
         error: Option<ErrorFields>,
         /// Refused by policy: the target got a failing stand-in; its error becomes this one.
         denied: Option<ErrorFields>,
+        /// What the statement reads (for column rules) and its current result's columns.
+        class: Option<Arc<Classification>>,
+        shape: Option<Arc<RowShape>>,
+        masked: Counts,
     },
     /// An extended-protocol message (Parse or Execute) refused by policy: the target got a
     /// failing Parse in its place, whose error becomes this one.
@@ -177,6 +189,10 @@ enum Pending {
         seq: u64,
         start: Instant,
         counted: u64,
+        /// Where the portal's columns come from, and them once resolved (at the first row).
+        rows: RowSource,
+        shape: Option<Option<Arc<RowShape>>>,
+        masked: Counts,
     },
     Sync {
         segment: u64,
@@ -187,7 +203,12 @@ enum Pending {
 
 impl Pending {
     /// A simple Query or FunctionCall awaiting its answer; `denied` for a refused one's stand-in.
-    fn query(seq: u64, start: Instant, denied: Option<ErrorFields>) -> Pending {
+    fn query(
+        seq: u64,
+        start: Instant,
+        denied: Option<ErrorFields>,
+        class: Option<Arc<Classification>>,
+    ) -> Pending {
         Pending::Query {
             seq,
             start,
@@ -196,6 +217,17 @@ impl Pending {
             counted: 0,
             error: None,
             denied,
+            class,
+            shape: None,
+            masked: Counts::default(),
+        }
+    }
+
+    /// Where masking counts of this statement's response go.
+    fn counts(&mut self) -> Option<&mut Counts> {
+        match self {
+            Pending::Query { masked, .. } | Pending::Execute { masked, .. } => Some(masked),
+            _ => None,
         }
     }
 }
@@ -204,7 +236,7 @@ enum Item {
     Forward(BytesMut),
     /// A Sync and the segment it closes.
     Sync(BytesMut, u64),
-    Statement(BytesMut, bool),
+    Statement(BytesMut, Started),
     /// A refused statement: the stand-in to send, the error the client gets, and whether it
     /// is extended protocol (answered by the segment's Sync) or a Query/FunctionCall.
     Denied(BytesMut, ErrorFields, bool),
@@ -219,6 +251,21 @@ struct Draft {
     verdict: Verdict,
     reason: Option<String>,
     decision: Option<Box<DecisionRecord>>,
+}
+
+/// What a forwarded statement is, for matching its answer.
+enum Started {
+    /// A simple Query (with what it reads) or a FunctionCall.
+    Query(Option<Arc<Classification>>),
+    /// An Execute, with where its portal's columns come from.
+    Execute(RowSource),
+}
+
+/// A Describe awaiting its RowDescription or NoData: where the columns go, and what the
+/// described statement reads.
+struct Describing {
+    slot: RowSlot,
+    class: Option<Arc<Classification>>,
 }
 
 /// The text of the stand-in statement a refused one is replaced with: a syntax error, so the
@@ -258,8 +305,12 @@ pub struct Relay {
     /// Why client messages wait for the target (a name touched by a segment in flight).
     held: Option<String>,
     describe_fifo: VecDeque<String>,
+    /// Describes (statement or portal) awaiting their RowDescription/NoData, in order.
+    describing: VecDeque<Describing>,
     /// The target is in copy-in mode and the client has not ended it yet.
     copy_in: bool,
+    /// The target is sending COPY data (`Some(true)`: in binary format).
+    copy_out: Option<bool>,
     // target → client
     s_stream_left: usize,
     queue: VecDeque<Pending>,
@@ -303,7 +354,9 @@ impl Relay {
             segment: 0,
             held: None,
             describe_fifo: VecDeque::new(),
+            describing: VecDeque::new(),
             copy_in: false,
+            copy_out: None,
             s_stream_left: 0,
             queue: VecDeque::new(),
             forwarded: 0,
@@ -375,11 +428,27 @@ impl Relay {
         let mut events = Vec::new();
         for p in std::mem::take(&mut self.queue) {
             match p {
-                Pending::Query { seq, start, .. }
-                | Pending::Execute { seq, start, .. }
-                | Pending::Denied { seq, start, .. } => {
-                    events.push(self.result(seq, Outcome::Aborted, vec![], 0, None, start))
+                Pending::Query {
+                    seq, start, masked, ..
                 }
+                | Pending::Execute {
+                    seq, start, masked, ..
+                } => events.push(self.result(
+                    (seq, start),
+                    Outcome::Aborted,
+                    vec![],
+                    0,
+                    None,
+                    &masked,
+                )),
+                Pending::Denied { seq, start, .. } => events.push(self.result(
+                    (seq, start),
+                    Outcome::Aborted,
+                    vec![],
+                    0,
+                    None,
+                    &Counts::default(),
+                )),
                 _ => {}
             }
         }
@@ -452,15 +521,20 @@ impl Relay {
         Err(e.to_string())
     }
 
+    /// The result event of statement `seq`, started at `start`.
     fn result(
         &self,
-        seq: u64,
+        (seq, start): (u64, Instant),
         outcome: Outcome,
         tags: Vec<String>,
         rows: u64,
         error: Option<&ErrorFields>,
-        start: Instant,
+        masked: &Counts,
     ) -> NewEvent {
+        let m = &self.info.masking.masker;
+        let mut counts = masked.clone();
+        // Error messages can quote the data (`invalid input syntax for type integer: "…"`).
+        let message = error.map(|e| m.mask_record(&e.message, &mut counts).into_owned());
         NewEvent::new(
             self.info.session_id.clone(),
             EventData::Result {
@@ -469,9 +543,10 @@ impl Relay {
                 tags,
                 rows,
                 sqlstate: error.map(|e| e.code.clone()),
-                message: error.map(|e| e.message.clone()),
+                message,
                 duration_us: start.elapsed().as_micros() as u64,
                 sealed: None,
+                masked: counts.by_name(m),
             },
         )
     }
@@ -532,7 +607,7 @@ impl Relay {
                     let verdict = gd.decision.verdict;
                     if verdict == Verdict::Allow {
                         self.sql_prepared.apply(&class);
-                        items.push(Item::Statement(msg, false));
+                        items.push(Item::Statement(msg, Started::Query(Some(class.clone()))));
                     } else {
                         let mut standin = BytesMut::new();
                         wire::put_message(&mut standin, b'Q', |b| wire::put_cstr(b, DENIED_SQL));
@@ -567,23 +642,24 @@ impl Relay {
                     let portal = Reader::new(body)
                         .cstr()
                         .ok_or_else(|| bad("Execute without a portal name"))?;
-                    let (text, name, params, class) = match self.portals.get(&portal) {
+                    let (text, name, params, class, rows) = match self.portals.get(&portal) {
                         Some(p) => (
                             p.sql.to_string(),
                             Some(p.statement.clone()),
                             p.params.as_ref().clone(),
                             p.class.clone(),
+                            p.rows.clone(),
                         ),
                         None => {
                             let text = format!("<execute of unknown portal {portal:?}>");
                             let class = Arc::new(portcullis_policy::sql::classify(&text));
-                            (text, None, vec![], class)
+                            (text, None, vec![], class, RowSource::default())
                         }
                     };
                     // Decided again at Execute: the policies may have changed since Parse.
                     let gd = self.decide(&class, &text);
                     if gd.decision.verdict == Verdict::Allow {
-                        items.push(Item::Statement(msg, true));
+                        items.push(Item::Statement(msg, Started::Execute(rows)));
                     } else {
                         items.push(Item::Denied(denied_parse(), self.denial(&gd, &class), true));
                     }
@@ -598,7 +674,7 @@ impl Relay {
                     let class = function_call_by_oid(oid);
                     let gd = self.decide(&class, &text);
                     if gd.decision.verdict == Verdict::Allow {
-                        items.push(Item::Statement(msg, false));
+                        items.push(Item::Statement(msg, Started::Query(None)));
                     } else {
                         let mut standin = BytesMut::new();
                         wire::put_message(&mut standin, b'F', |b| {
@@ -610,14 +686,31 @@ impl Relay {
                 }
                 b'D' => {
                     let mut r = Reader::new(body);
-                    if r.u8() == Some(b'S') {
-                        if let Some(name) = r.cstr() {
-                            if self.describe_fifo.len() >= MAX_DESCRIBES {
-                                self.describe_fifo.pop_front();
-                            }
-                            self.describe_fifo.push_back(name);
+                    let which = r.u8();
+                    let name = r.cstr();
+                    if let (Some(b'S'), Some(name)) = (which, &name) {
+                        if self.describe_fifo.len() >= MAX_DESCRIBES {
+                            self.describe_fifo.pop_front();
                         }
+                        self.describe_fifo.push_back(name.clone());
                     }
+                    // Where the RowDescription that answers it goes (kept in order even for
+                    // names the relay does not know, so later answers pair up right).
+                    let (slot, class) = match (which, &name) {
+                        (Some(b'S'), Some(n)) => match self.statements.get(n) {
+                            Some(p) => (p.rows.clone(), Some(p.class.clone())),
+                            None => (RowSlot::default(), None),
+                        },
+                        (Some(b'P'), Some(n)) => match self.portals.get(n) {
+                            Some(p) => (p.rows.portal.clone(), Some(p.class.clone())),
+                            None => (RowSlot::default(), None),
+                        },
+                        _ => (RowSlot::default(), None),
+                    };
+                    if self.describing.len() >= MAX_DESCRIBES {
+                        self.describing.pop_front();
+                    }
+                    self.describing.push_back(Describing { slot, class });
                     items.push(Item::Forward(msg));
                 }
                 b'C' => {
@@ -661,10 +754,36 @@ impl Relay {
             0
         } else {
             let mut forget_statements = false;
+            let masker = self.info.masking.masker.clone();
             let events = drafts
                 .into_iter()
-                .map(|d| {
+                .map(|mut d| {
                     forget_statements |= resets_prepared_statements(&d.text);
+                    // The ledger never keeps a raw value: literals, parameters, reasons and
+                    // the classifier's notes (a parse error quotes the text) are masked.
+                    let mut counts = Counts::default();
+                    if let std::borrow::Cow::Owned(t) = masker.mask_record(&d.text, &mut counts) {
+                        d.text = t;
+                    }
+                    for p in &mut d.params {
+                        if let Some(v) = &mut p.value {
+                            if let std::borrow::Cow::Owned(t) = masker.mask_record(v, &mut counts) {
+                                *v = t;
+                            }
+                        }
+                    }
+                    if let Some(r) = &mut d.reason {
+                        if let std::borrow::Cow::Owned(t) = masker.mask_record(r, &mut counts) {
+                            *r = t;
+                        }
+                    }
+                    if let Some(dec) = &mut d.decision {
+                        for n in &mut dec.notes {
+                            if let std::borrow::Cow::Owned(t) = masker.mask_record(n, &mut counts) {
+                                *n = t;
+                            }
+                        }
+                    }
                     NewEvent::new(
                         self.info.session_id.clone(),
                         EventData::Statement {
@@ -680,6 +799,7 @@ impl Relay {
                             reason: d.reason,
                             decision: d.decision,
                             sealed: None,
+                            masked: counts.by_name(&masker),
                         },
                     )
                 })
@@ -716,18 +836,20 @@ impl Relay {
                         self.queue.push_back(Pending::CopyEnd);
                     }
                 }
-                Item::Statement(msg, execute) => {
+                Item::Statement(msg, started) => {
                     out.extend_from_slice(&msg);
                     self.forwarded += 1;
                     let start = Instant::now();
-                    self.queue.push_back(if execute {
-                        Pending::Execute {
+                    self.queue.push_back(match started {
+                        Started::Execute(rows) => Pending::Execute {
                             seq,
                             start,
                             counted: 0,
-                        }
-                    } else {
-                        Pending::query(seq, start, None)
+                            rows,
+                            shape: None,
+                            masked: Counts::default(),
+                        },
+                        Started::Query(class) => Pending::query(seq, start, None, class),
                     });
                     seq += 1;
                 }
@@ -737,7 +859,7 @@ impl Relay {
                     self.queue.push_back(if extended {
                         Pending::Denied { seq, start, error }
                     } else {
-                        Pending::query(seq, start, Some(error))
+                        Pending::query(seq, start, Some(error), None)
                     });
                     seq += 1;
                 }
@@ -748,7 +870,11 @@ impl Relay {
         }
         if !out.is_empty() {
             if let Some(r) = self.recorder.as_mut() {
-                r.to_target(&out).await;
+                // What the client typed, with every detected value blanked (same length, so
+                // the recording's framing stays intact).
+                let mut copy = out.to_vec();
+                self.info.masking.masker.blank_in_place(&mut copy);
+                r.to_target(&copy).await;
             }
             self.write_to_server(&out).await?;
         }
@@ -874,6 +1000,7 @@ impl Relay {
             sql: sql.clone(),
             param_types,
             class: class.clone(),
+            rows: RowSlot::default(),
         };
         // As the target does: a named statement that exists is not replaced (error 42P05).
         let before = stage(&mut self.statements, &name, &new);
@@ -901,13 +1028,18 @@ impl Relay {
         let nparams =
             r.i16()
                 .ok_or_else(|| bad("Bind without a parameter count"))? as u16 as usize;
-        let (sql, types, class): (Arc<str>, &[u32], Arc<Classification>) =
+        let (sql, types, class, statement_rows): (Arc<str>, &[u32], Arc<Classification>, RowSlot) =
             match self.statements.get(&statement) {
-                Some(p) => (p.sql.clone(), &p.param_types, p.class.clone()),
+                Some(p) => (
+                    p.sql.clone(),
+                    &p.param_types,
+                    p.class.clone(),
+                    p.rows.clone(),
+                ),
                 None => {
                     let text = format!("<unknown prepared statement {statement:?}>");
                     let class = Arc::new(portcullis_policy::sql::classify(&text));
-                    (text.into(), &[], class)
+                    (text.into(), &[], class, RowSlot::default())
                 }
             };
         let mut params = Vec::with_capacity(nparams);
@@ -945,11 +1077,19 @@ impl Relay {
                 value,
             });
         }
+        // The result formats the client wants (after the parameters).
+        let nres = r.i16().unwrap_or(0).max(0) as usize;
+        let formats: Vec<i16> = (0..nres).map_while(|_| r.i16()).collect();
         let new = Portal {
             statement,
             sql,
             params: Arc::new(params),
             class,
+            rows: RowSource {
+                portal: RowSlot::default(),
+                statement: statement_rows,
+                formats: formats.into(),
+            },
         };
         // As the target does: a named portal that exists is not replaced (error 42P03).
         let before = stage(&mut self.portals, &portal, &new);
@@ -1031,7 +1171,8 @@ impl Relay {
                 )));
             }
             let total = 1 + len as usize;
-            if tag == b'D' || tag == b'd' {
+            let masking = self.info.masking.active();
+            if (tag == b'D' || tag == b'd') && !masking {
                 if tag == b'D' {
                     match self.queue.front_mut() {
                         Some(Pending::Query { counted, .. })
@@ -1056,9 +1197,76 @@ impl Relay {
             }
             let msg = self.sbuf.split_to(total);
             let body = &msg[5..];
+            if masking {
+                // Rows, COPY data and error texts are masked one message at a time.
+                match tag {
+                    b'D' => {
+                        let replaced = self.mask_row(body)?;
+                        out.extend_from_slice(replaced.as_deref().unwrap_or(&msg));
+                        continue;
+                    }
+                    b'd' if self.copy_out == Some(true) => {
+                        let e = ErrorFields::fatal(
+                            "42501",
+                            "portcullis: binary COPY output cannot be masked; use COPY … (FORMAT text) or (FORMAT csv)",
+                        );
+                        e.encode(&mut out);
+                        let _ = self.client.write_all(&out).await;
+                        let _ = self.client.flush().await;
+                        return Err(PgError::UpstreamProtocol(
+                            "binary COPY output refused: it cannot be masked".into(),
+                        ));
+                    }
+                    b'd' => {
+                        let m = self.info.masking.clone();
+                        let mut counts = Counts::default();
+                        let replaced = masking::copy_row(&m, body, &mut counts);
+                        if let Some(c) = self.queue.front_mut().and_then(Pending::counts) {
+                            c.merge(&counts);
+                        }
+                        out.extend_from_slice(replaced.as_deref().unwrap_or(&msg));
+                        continue;
+                    }
+                    b'E' | b'N' => {
+                        if tag == b'E' {
+                            self.copy_out = None;
+                        }
+                        let m = self.info.masking.clone();
+                        let mut counts = Counts::default();
+                        if let Some(masked) = masking::error_fields(&m, tag, body, &mut counts) {
+                            if let Some(c) = self.queue.front_mut().and_then(Pending::counts) {
+                                c.merge(&counts);
+                            }
+                            if tag == b'N' {
+                                out.extend_from_slice(&masked);
+                                continue;
+                            }
+                            // An error is matched to its statement first (below), then sent
+                            // masked.
+                            if let Some(denial) =
+                                self.on_error(ErrorFields::parse(body), &mut results)
+                            {
+                                denial.encode(&mut out);
+                            } else {
+                                out.extend_from_slice(&masked);
+                            }
+                            continue;
+                        }
+                    }
+                    _ => {}
+                }
+            }
             match tag {
+                b'T' if masking => self.on_row_description(body),
+                // NoData answers a Describe.
+                b'n' if masking && !matches!(self.queue.front(), Some(Pending::Query { .. })) => {
+                    self.describing.pop_front();
+                }
+                b'H' => self.copy_out = Some(body.first() == Some(&1)),
+                b'c' => self.copy_out = None,
                 b'1' | b'2' | b'3' => self.confirm_op(),
                 b'C' => {
+                    self.copy_out = None;
                     let tag_text = Reader::new(body).cstr().unwrap_or_default();
                     self.on_complete(Some(tag_text), &mut results);
                 }
@@ -1069,20 +1277,23 @@ impl Relay {
                             seq,
                             start,
                             counted,
+                            masked,
+                            ..
                         }) = self.queue.pop_front()
                         {
                             results.push(self.result(
-                                seq,
+                                (seq, start),
                                 Outcome::Suspended,
                                 vec![],
                                 counted,
                                 None,
-                                start,
+                                &masked,
                             ));
                         }
                     }
                 }
                 b'E' => {
+                    self.copy_out = None;
                     if let Some(denial) = self.on_error(ErrorFields::parse(body), &mut results) {
                         // The stand-in of a refused statement failed: the client sees why.
                         denial.encode(&mut out);
@@ -1091,8 +1302,10 @@ impl Relay {
                 }
                 b'G' => self.on_copy_in(),
                 b'Z' => {
+                    self.copy_out = None;
                     self.on_ready(&mut results);
                     self.describe_fifo.clear();
+                    self.describing.clear();
                 }
                 b't' => {
                     if let Some(name) = self.describe_fifo.pop_front() {
@@ -1112,7 +1325,14 @@ impl Relay {
         }
         if !out.is_empty() {
             if let Some(r) = self.recorder.as_mut() {
-                r.to_client(&out).await;
+                if self.info.masking.profile.keeps_anything() {
+                    // The client may see raw values; the recording never does.
+                    let mut copy = out.to_vec();
+                    self.info.masking.masker.blank_in_place(&mut copy);
+                    r.to_client(&copy).await;
+                } else {
+                    r.to_client(&out).await;
+                }
             }
             self.client
                 .write_all(&out)
@@ -1124,6 +1344,50 @@ impl Relay {
             self.ledger.append_detached(results);
         }
         Ok(())
+    }
+
+    /// A RowDescription: the columns of the running simple query's next result, or of the
+    /// statement/portal the oldest unanswered Describe names.
+    fn on_row_description(&mut self, body: &[u8]) {
+        let profile = self.info.masking.profile.clone();
+        if let Some(Pending::Query { class, shape, .. }) = self.queue.front_mut() {
+            *shape = RowShape::parse(body, &profile, class.as_deref()).map(Arc::new);
+            return;
+        }
+        if let Some(d) = self.describing.pop_front() {
+            d.slot
+                .set(RowShape::parse(body, &profile, d.class.as_deref()).map(Arc::new));
+        }
+    }
+
+    /// A DataRow, masked for the session's profile (`None`: forward it unchanged).
+    fn mask_row(&mut self, body: &[u8]) -> Result<Option<BytesMut>, PgError> {
+        let m = self.info.masking.clone();
+        let mut none = Counts::default();
+        let (shape, counts) = match self.queue.front_mut() {
+            Some(Pending::Query {
+                counted,
+                shape,
+                masked,
+                ..
+            }) => {
+                *counted += 1;
+                (shape.clone(), masked)
+            }
+            Some(Pending::Execute {
+                counted,
+                rows,
+                shape,
+                masked,
+                ..
+            }) => {
+                *counted += 1;
+                let s = shape.get_or_insert_with(|| rows.resolve()).clone();
+                (s, masked)
+            }
+            _ => (None, &mut none),
+        };
+        masking::data_row(&m, shape.as_deref(), body, counts).map_err(PgError::UpstreamProtocol)
     }
 
     /// CopyInResponse: until the client ends the copy, the target ignores Sync. Syncs already
@@ -1164,16 +1428,18 @@ impl Relay {
                     seq,
                     start,
                     counted,
+                    masked,
+                    ..
                 }) = self.queue.pop_front()
                 {
                     let rows = tag.as_deref().and_then(wire::tag_rows).unwrap_or(counted);
                     results.push(self.result(
-                        seq,
+                        (seq, start),
                         Outcome::Ok,
                         tag.into_iter().collect(),
                         rows,
                         None,
-                        start,
+                        &masked,
                     ));
                 }
             }
@@ -1198,12 +1464,12 @@ impl Relay {
             Some(Pending::Denied { .. }) => {
                 if let Some(Pending::Denied { seq, start, error }) = self.queue.pop_front() {
                     results.push(self.result(
-                        seq,
+                        (seq, start),
                         Outcome::Refused,
                         vec![],
                         0,
                         Some(&error),
-                        start,
+                        &Counts::default(),
                     ));
                     return Some(error);
                 }
@@ -1213,15 +1479,17 @@ impl Relay {
                     seq,
                     start,
                     counted,
+                    masked,
+                    ..
                 }) = self.queue.pop_front()
                 {
                     results.push(self.result(
-                        seq,
+                        (seq, start),
                         Outcome::Error,
                         vec![],
                         counted,
                         Some(&err),
-                        start,
+                        &masked,
                     ));
                 }
             }
@@ -1241,6 +1509,7 @@ impl Relay {
                 rows,
                 error,
                 denied,
+                masked,
                 ..
             }) = self.queue.pop_front()
             {
@@ -1251,7 +1520,14 @@ impl Relay {
                 } else {
                     Outcome::Ok
                 };
-                results.push(self.result(seq, outcome, tags, rows, error.as_ref(), start));
+                results.push(self.result(
+                    (seq, start),
+                    outcome,
+                    tags,
+                    rows,
+                    error.as_ref(),
+                    &masked,
+                ));
             }
             while let Some(Pending::CopyEnd) = self.queue.front() {
                 self.queue.pop_front();
@@ -1263,11 +1539,18 @@ impl Relay {
         }
         while let Some(p) = self.queue.pop_front() {
             match p {
-                Pending::Execute { seq, start, .. } => {
-                    results.push(self.result(seq, Outcome::Skipped, vec![], 0, None, start));
-                }
-                Pending::Query { seq, start, .. } | Pending::Denied { seq, start, .. } => {
-                    results.push(self.result(seq, Outcome::Skipped, vec![], 0, None, start));
+                Pending::Execute { seq, start, .. }
+                | Pending::Query { seq, start, .. }
+                | Pending::Denied { seq, start, .. } => {
+                    let none = Counts::default();
+                    results.push(self.result(
+                        (seq, start),
+                        Outcome::Skipped,
+                        vec![],
+                        0,
+                        None,
+                        &none,
+                    ));
                 }
                 Pending::CopyEnd => {}
                 Pending::Sync { segment } => {

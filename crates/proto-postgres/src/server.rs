@@ -68,6 +68,8 @@ pub struct PgGateway {
     /// Where session recordings go, and the chunk size in bytes (`None`: not configured;
     /// connections with `recording` on then fail to start, see `serve`).
     pub recordings: Option<(portcullis_ledger::recording::BlobStore, usize)>,
+    /// Masks responses and what the ledger keeps; chooses each session's profile.
+    pub masker: Arc<portcullis_mask::Masker>,
 }
 
 impl PgGateway {
@@ -389,6 +391,26 @@ impl PgGateway {
             secret: upstream.backend_secret,
         });
         let tls = client.is_tls();
+        // The session's masking profile, recorded with its opening.
+        let actor = self
+            .gate
+            .with_configured_groups(&crate::relay::actor_of(&principal));
+        let justification = principal
+            .identity
+            .as_ref()
+            .and_then(|i| i.justification())
+            .map(str::to_string);
+        let assigned = self.masker.assign(&portcullis_mask::Who {
+            agent: &actor.name,
+            groups: &actor.groups,
+            connection: &connection,
+            connection_profile: target.masking_profile.as_deref(),
+            justified: justification.is_some(),
+        });
+        let masking = crate::masking::SessionMasking {
+            masker: self.masker.clone(),
+            profile: assigned.profile.clone(),
+        };
         if let Err(e) = self
             .ledger
             .append(vec![NewEvent::new(
@@ -400,6 +422,11 @@ impl PgGateway {
                     protocol: PROTOCOL.into(),
                     tls,
                     params: forwarded,
+                    masking: Some(portcullis_core::MaskingChoice {
+                        profile: assigned.profile.name.clone(),
+                        unmasked: assigned.profile.keeps_anything(),
+                        rule: assigned.rule,
+                    }),
                 },
             )])
             .await
@@ -438,7 +465,13 @@ impl PgGateway {
         write_flush(&mut client, &hello).await?;
 
         let started = Instant::now();
-        let recorder = match (target.recording, &self.recordings) {
+        // A session that may see raw values records what it typed, never the responses:
+        // a recording must not become a raw copy of the data.
+        let recording = match target.recording {
+            RecordingMode::Full if assigned.profile.keeps_anything() => RecordingMode::Commands,
+            other => other,
+        };
+        let recorder = match (recording, &self.recordings) {
             (RecordingMode::Off, _) | (_, None) => None,
             (mode, Some((store, chunk))) => Some(Recorder::new(
                 store.clone(),
@@ -452,12 +485,8 @@ impl PgGateway {
         };
         Ok(Some(Relay::new(
             SessionInfo {
-                actor: crate::relay::actor_of(&principal),
-                justification: principal
-                    .identity
-                    .as_ref()
-                    .and_then(|i| i.justification())
-                    .map(str::to_string),
+                actor,
+                justification,
                 limit,
                 session_id,
                 principal,
@@ -465,6 +494,7 @@ impl PgGateway {
                 connection,
                 started,
                 recorder,
+                masking,
             },
             client,
             upstream,

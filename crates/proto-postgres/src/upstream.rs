@@ -28,6 +28,8 @@ pub struct Target {
     pub auth: Vec<UpstreamAuth>,
     /// What its sessions record (see `portcullis_ledger::recording`).
     pub recording: portcullis_core::config::RecordingMode,
+    /// The connection's masking profile, when no `[[masking.assign]]` rule picks one.
+    pub masking_profile: Option<String>,
 }
 
 /// A logged-in upstream connection.

@@ -108,7 +108,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
         println!("  {exe} audit verify --config {}", config_path.display());
         println!();
-        println!("Try: SELECT full_name, email, card_number FROM customers LIMIT 5;");
+        println!("Try: SELECT full_name, email, card_number, iban FROM customers LIMIT 5;");
+        println!("     → names, emails, card numbers and IBANs come back masked (profile \"analyst\").");
         println!("demo-agent is a read-only analyst (policies in {}):", dir.join("policies").display());
         println!("     DELETE FROM orders;  → refused with SQLSTATE 42501, naming the policy.");
         println!("Ask the policies without connecting:");
@@ -237,6 +238,17 @@ name = "demo-agent"
 key_hash = "{key_hash}"
 description = "created by portcullis demo: a read-only analyst"
 groups = ["analysts"]
+
+# What agents see of personal data (docs/masking.md). Every detector runs on every value;
+# the column rules mask whole columns whatever their content looks like. The ledger and
+# recordings never keep a raw value, whatever the profile.
+[masking]
+default_profile = "analyst"
+
+[masking.profiles.analyst]
+strategy = "redact"
+entities = {{ CREDIT_CARD = "partial", EMAIL = "partial" }}
+columns = {{ "customers.full_name" = "redact", "customers.phone" = "last4", "customers.national_id" = "redact" }}
 "#,
         host = cluster.host(),
         pg_port = cluster.port(),

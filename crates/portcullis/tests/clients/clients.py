@@ -143,7 +143,59 @@ def psycopg_big_pipeline(dsn):
     print(json.dumps({"last": last}))
 
 
+TEXT_COLUMNS = "id, full_name, email, phone, card_number, iban, national_id, national_id_kind, city"
+
+
+def _as_text(rows):
+    return [[None if v is None else str(v) for v in r] for r in rows]
+
+
+async def _asyncpg_rows(dsn):
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        # asyncpg asks for every result in binary format.
+        rows = await conn.fetch(f"SELECT {TEXT_COLUMNS}, created_at FROM customers ORDER BY id")
+        return _as_text([list(r.values())[:-1] for r in rows]), sum(1 for r in rows if r["created_at"] is not None)
+    finally:
+        await conn.close()
+
+
+def masked_rows(dsn):
+    """The customers table through every driver and format: text (psycopg), binary
+    (psycopg binary cursor, asyncpg), simple and extended protocol. Every row must parse."""
+    import psycopg
+
+    out = {}
+    with psycopg.connect(dsn) as conn:
+        conn.autocommit = True
+        out["psycopg_text"] = _as_text(conn.execute(f"SELECT {TEXT_COLUMNS} FROM customers ORDER BY id").fetchall())
+        cur = conn.cursor(binary=True)
+        cur.execute(f"SELECT {TEXT_COLUMNS}, created_at, to_jsonb(c) AS doc FROM customers c ORDER BY id")
+        rows = cur.fetchall()
+        out["psycopg_binary"] = _as_text([r[:-2] for r in rows])
+        # jsonb in binary: every document still parses, with its email masked.
+        out["jsonb_emails"] = [r[-1]["email"] for r in rows]
+        # Column rules reach into the document: its names and phones as in the columns.
+        out["jsonb_names"] = [r[-1]["full_name"] for r in rows]
+        out["jsonb_phones"] = [r[-1]["phone"] for r in rows]
+    out["asyncpg"], out["asyncpg_timestamps"] = asyncio.run(_asyncpg_rows(dsn))
+    print(json.dumps(out))
+
+
+def psycopg_param(dsn, card):
+    """A bound parameter carrying a card number (extended protocol)."""
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        n = conn.execute("SELECT count(*) FROM customers WHERE card_number = %s", (card,)).fetchone()[0]
+    print(json.dumps({"count": n}))
+
+
 SCENARIOS = {
+    "psycopg-param": psycopg_param,
+    "masked-rows": masked_rows,
     "psycopg-big-pipeline": psycopg_big_pipeline,
     "psycopg-basic": psycopg_basic,
     "psycopg-cancel": psycopg_cancel,

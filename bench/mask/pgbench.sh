@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# pgbench with a PII-heavy select through the gateway, masking on vs masking off.
+#
+# One throwaway cluster with a `customers` table of faker rows (name, email, phone, card
+# number, IBAN, SSN, city, a free-text note holding an email and a phone number); each
+# transaction selects 10 whole rows by id. Three legs, same cluster:
+#   direct     pgbench straight to PostgreSQL
+#   unmasked   portcullis, policy on, every statement recorded, profile "unmasked"
+#              (an explicit [[masking.assign]] rule): rows pass as they come
+#   masked     the same gateway config with the default profile "standard": every value of
+#              every row scanned by every detector, and what is found redacted
+# Prints TPS, rows/s and masked/unmasked ratios (the issue's goal: masked >= 0.7 x unmasked).
+#
+#   bench/mask/pgbench.sh                    # 10 s per cell, 1 and 8 clients, simple + prepared
+#   DURATION=30 ROWS=20000 bench/mask/pgbench.sh
+#
+# Needs: PostgreSQL server binaries and pgbench, cargo, and the bench venv of run.sh (faker).
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+cd "$HERE/../.."
+DURATION=${DURATION:-10}
+ROWS=${ROWS:-10000}
+CLIENTS=${CLIENTS:-"1 8"}
+PROTOCOLS=${PROTOCOLS:-"simple prepared"}
+CACHE="${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+PY="$CACHE/bench-venv/bin/python"
+"$PY" -c 'import faker' 2>/dev/null || {
+  echo "the bench venv with faker is missing: run bench/mask/run.sh once (it creates $CACHE/bench-venv)" >&2; exit 1; }
+
+PGBIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+[ -x "$PGBIN/initdb" ] || { echo "PostgreSQL server binaries not found: apt-get install -y postgresql" >&2; exit 1; }
+[ -x "$PGBIN/pgbench" ] || { echo "pgbench not found: apt-get install -y postgresql-contrib" >&2; exit 1; }
+cargo build --release -q -p portcullis
+PORTCULLIS="$CARGO_TARGET_DIR/release/portcullis"
+
+WORK=$(mktemp -d /tmp/portcullis-maskbench.XXXXXX)
+AS=()
+if [ "$(id -u)" = 0 ]; then chmod 755 "$WORK"; chown postgres: "$WORK"; AS=(runuser -u postgres --); fi
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  "${AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+PGPORT=$(free_port)
+"${AS[@]}" "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
+"${AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o "-p $PGPORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=100" start >/dev/null
+PSQL=("$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -q)
+"${PSQL[@]}" -c "CREATE DATABASE bench" postgres
+"${PSQL[@]}" bench -c "CREATE TABLE customers (id int PRIMARY KEY, full_name text, email text,
+  phone text, card_number text, iban text, ssn text, city text, note text)"
+
+# faker rows, fixed seed, as COPY text.
+"$PY" - "$ROWS" > "$WORK/customers.tsv" <<'PY'
+import sys
+from faker import Faker
+f = Faker("en_US"); Faker.seed(7)
+for i in range(1, int(sys.argv[1]) + 1):
+    email = f.email()
+    row = [str(i), f.name(), email, f.phone_number(), f.credit_card_number(),
+           f.iban(), f.ssn(), f.city(),
+           f"called {f.first_name()} back, asked to write to {f.email()} instead"]
+    print("\t".join(v.replace("\t", " ").replace("\\", "") for v in row))
+PY
+"${PSQL[@]}" bench -c "\\copy customers FROM '$WORK/customers.tsv'"
+"${PSQL[@]}" bench -c "ANALYZE customers"
+cat > "$WORK/pii.sql" <<SQL
+\set a random(1, $((ROWS - 9)))
+SELECT * FROM customers WHERE id BETWEEN :a AND :a + 9;
+SQL
+chmod 644 "$WORK/pii.sql"
+
+KEYOUT=$("$PORTCULLIS" agent create bench 2>&1)
+KEY=$(echo "$KEYOUT" | grep '^pcs_')
+HASH=$(echo "$KEYOUT" | sed -n 's/^key_hash = "\(.*\)"/\1/p')
+start_portcullis() { # $1 = name, $2 = extra config; sets GW_PORT
+  local dir="$WORK/gw-$1" port; port=$(free_port); mkdir -p "$dir"
+  cat > "$dir/portcullis.toml" <<TOML
+[gateway]
+data_dir = "."
+[[listeners]]
+name = "pg"
+protocol = "postgres"
+bind = "127.0.0.1:$port"
+tls = { mode = "disabled" }
+[[connections]]
+name = "bench"
+type = "postgres"
+host = "127.0.0.1"
+port = $PGPORT
+database = "bench"
+user = "postgres"
+[policy]
+files = ["$PWD/examples/policies"]
+[[agents]]
+name = "bench"
+key_hash = "$HASH"
+groups = ["analysts"]
+$2
+TOML
+  RUST_LOG=warn "$PORTCULLIS" serve --config "$dir/portcullis.toml" >/dev/null 2>"$dir/log" & PIDS+=($!)
+  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  GW_PORT=$port
+}
+start_portcullis unmasked $'[[masking.assign]]\nprofile = "unmasked"\nagents = ["bench"]'; PORT_RAW=$GW_PORT
+start_portcullis masked ""; PORT_MASKED=$GW_PORT
+sleep 1
+
+# The masked leg really masks: one row through each gateway.
+sample() { PGPASSWORD="$2" "$PGBIN/psql" -h 127.0.0.1 -p "$1" -U "$3" -At -c "SELECT email, card_number, note FROM customers WHERE id = 1" bench; }
+echo "row 1 unmasked: $(sample "$PORT_RAW" "$KEY" bench)"
+echo "row 1 masked:   $(sample "$PORT_MASKED" "$KEY" bench)"
+
+ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')" 2>/dev/null || echo "?"; }
+run() { # port user password clients protocol
+  local jobs=$(( $4 < 2 ? $4 : 2 ))
+  PGPASSWORD="$3" "$PGBIN/pgbench" -h 127.0.0.1 -p "$1" -U "$2" -f "$WORK/pii.sql" -T "$DURATION" -c "$4" -j "$jobs" -M "$5" -n bench 2>/dev/null \
+    | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1
+}
+
+echo
+echo "PII select (10 rows of 9 columns per transaction, $ROWS faker rows), ${DURATION}s per cell, $(nproc) cores"
+printf '%-9s %-8s %10s %10s %7s %10s %7s %14s %12s\n' protocol clients direct unmasked ratio masked ratio masked/unmask "masked rows/s"
+for proto in $PROTOCOLS; do
+  for c in $CLIENTS; do
+    d=$(run "$PGPORT" postgres "" "$c" "$proto")
+    u=$(run "$PORT_RAW" bench "$KEY" "$c" "$proto")
+    m=$(run "$PORT_MASKED" bench "$KEY" "$c" "$proto")
+    printf '%-9s %-8s %10.0f %10.0f %7s %10.0f %7s %14s %12.0f\n' "$proto" "$c" "$d" "$u" "$(ratio "$u" "$d")" "$m" "$(ratio "$m" "$d")" "$(ratio "$m" "$u")" "$(python3 -c "print($m*10)")"
+  done
+done
+echo
+echo "ledger (masked): $("$PORTCULLIS" audit verify --config "$WORK/gw-masked/portcullis.toml" 2>/dev/null)"
+"$PORTCULLIS" audit tail --config "$WORK/gw-masked/portcullis.toml" -n 1 2>/dev/null | sed 's/^/last event (masked): /'
