@@ -698,3 +698,18 @@ pub fn boto(port: u16, code: &str) -> String {
         .output()
         .expect("run boto3"))
 }
+
+/// Every file under `dir`, recursively (the folder must exist).
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
