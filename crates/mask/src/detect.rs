@@ -17,7 +17,7 @@ use crate::validate;
 use portcullis_core::config::CustomDetector;
 use regex_automata::meta::Regex;
 use regex_automata::util::syntax;
-use regex_automata::{Anchored, Input, PatternID};
+use regex_automata::{Anchored, Input, MatchKind, PatternID, PatternSet};
 use std::ops::Range;
 
 /// The built-in entity names, as they appear in config, counts and redactions.
@@ -166,7 +166,9 @@ const DETECTORS: &[Detector] = &[
     },
     Detector {
         entity: "IP_ADDRESS",
-        pattern: r"[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f:.]*[0-9A-Fa-f]",
+        // All eight groups (or six and an IPv4 tail), or a `::` somewhere: a time (`10:23:45`)
+        // or a MAC address has neither, so it is no candidate at all.
+        pattern: r"(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|(?:[0-9A-Fa-f]{1,4}:){6}[0-9]{1,3}(?:\.[0-9]{1,3}){3}|(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4})*)?::(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4})*(?:\.[0-9]{1,3}){0,3})?",
         check: Check::Fn(validate::ipv6),
     },
     Detector {
@@ -180,8 +182,14 @@ const DETECTORS: &[Detector] = &[
 /// The compiled detector set.
 pub struct Scanner {
     re: Option<Regex>,
+    /// The same patterns with every match reported: which of them match at a given place.
+    all: Option<Regex>,
     /// Per pattern: entity and validator.
     patterns: Vec<(EntityId, Check)>,
+    /// Per pattern: whether a candidate that fails validation is skipped whole (an IBAN-shaped
+    /// run with a bad checksum holds no phone or card number), rather than rescanned from its
+    /// second byte.
+    swallow: Vec<bool>,
     phones: PhoneRules,
 }
 
@@ -196,6 +204,7 @@ impl Scanner {
     ) -> Result<Scanner, MaskError> {
         let mut sources: Vec<String> = Vec::new();
         let mut patterns = Vec::new();
+        let mut swallow = Vec::new();
         let id_of = |entities: &mut Vec<String>, name: &str| match entities
             .iter()
             .position(|e| e == name)
@@ -212,6 +221,7 @@ impl Scanner {
             }
             sources.push(d.pattern.to_string());
             patterns.push((id_of(entities, d.entity), d.check));
+            swallow.push(d.entity == "IBAN");
         }
         for c in custom {
             let source = match (&c.pattern, c.words.is_empty()) {
@@ -234,24 +244,33 @@ impl Scanner {
             })?;
             sources.push(source);
             patterns.push((id_of(entities, &c.entity), Check::None));
+            swallow.push(false);
         }
         let phones = PhoneRules::new(regions).map_err(MaskError::Region)?;
-        let re = if sources.is_empty() {
-            None
+        let (re, all) = if sources.is_empty() {
+            (None, None)
         } else {
             let refs: Vec<&str> = sources.iter().map(String::as_str).collect();
-            Some(build(&refs).map_err(MaskError::Build)?)
+            (
+                Some(build(&refs).map_err(MaskError::Build)?),
+                Some(build_kind(&refs, MatchKind::All).map_err(MaskError::Build)?),
+            )
         };
         Ok(Scanner {
             re,
+            all,
             patterns,
+            swallow,
             phones,
         })
     }
 
     /// Calls `found` for every validated finding in `hay`, left to right, never overlapping.
     pub fn scan(&self, hay: &[u8], mut found: impl FnMut(Finding)) {
-        let Some(re) = &self.re else { return };
+        let (Some(re), Some(all)) = (&self.re, &self.all) else {
+            return;
+        };
+        let mut set = PatternSet::new(re.pattern_len());
         let mut at = 0;
         while at < hay.len() {
             let Some(m) = re.search(&Input::new(hay).range(at..)) else {
@@ -261,8 +280,14 @@ impl Scanner {
             let first = m.pattern().as_usize();
             let mut hit = self.check(hay, first, m.range());
             if hit.is_none() {
-                // Lower-priority detectors that match here.
-                for pid in first + 1..self.patterns.len() {
+                // Lower-priority detectors that match here: one anchored pass says which, then
+                // each is asked for its own match.
+                set.clear();
+                all.which_overlapping_matches(
+                    &Input::new(hay).range(start..).anchored(Anchored::Yes),
+                    &mut set,
+                );
+                for pid in set.iter().map(|p| p.as_usize()).filter(|&p| p > first) {
                     let input = Input::new(hay)
                         .range(start..)
                         .anchored(Anchored::Pattern(PatternID::new_unchecked(pid)));
@@ -279,6 +304,7 @@ impl Scanner {
                     at = f.span.end.max(start + 1);
                     found(f);
                 }
+                None if self.swallow[first] => at = m.end().max(start + 1),
                 None => at = start + 1,
             }
         }
@@ -303,18 +329,30 @@ fn phone_with_cuts(hay: &[u8], m: Range<usize>, rules: &PhoneRules) -> Option<Ra
         return Some(r);
     }
     let text = &hay[m.clone()];
+    // The kept part must look like a number of its own: at least three groups.
+    let separators = |t: &[u8]| {
+        t.iter()
+            .filter(|b| matches!(b, b' ' | b'-' | b'.' | b'(' | b')'))
+            .count()
+    };
     (1..text.len())
         .rev()
         .filter(|&i| text[i] == b' ' && text[i - 1].is_ascii_digit())
         .take(3)
+        .filter(|&i| separators(&text[..i]) >= 2)
         .find_map(|i| validate::phone(hay, m.start..m.start + i, rules))
 }
 
 fn build(patterns: &[&str]) -> Result<Regex, String> {
+    build_kind(patterns, MatchKind::LeftmostFirst)
+}
+
+fn build_kind(patterns: &[&str], kind: MatchKind) -> Result<Regex, String> {
     Regex::builder()
         .syntax(syntax::Config::new().unicode(false).utf8(false))
         .configure(
             Regex::config()
+                .match_kind(kind)
                 .utf8_empty(false)
                 .hybrid_cache_capacity(64 << 20),
         )
@@ -431,6 +469,9 @@ mod tests {
             "DNI 12345678A",
             "mac 00:1A:2B:3C:4D:5E",
             "commit 2f3a9c1d0b4e",
+            // A bad IBAN checksum: none of its groups is a phone number either.
+            "acct NL24 RABO 2102 0539 50",
+            "ts=1769426149 version=15.11.10.17.20",
         ] {
             assert_eq!(found(text), vec![], "{text}");
         }
@@ -447,6 +488,15 @@ mod tests {
         assert_eq!(
             found("tel 020 7946 0123 2024"),
             vec![("PHONE".into(), "020 7946 0123".into())]
+        );
+        // A card in parentheses is not a phone number starting at the parenthesis.
+        assert_eq!(
+            found("(3034 881682 0432)"),
+            vec![("CREDIT_CARD".into(), "3034 881682 0432".into())]
+        );
+        assert_eq!(
+            found("src=b414:4e38:1f73:2956:8bc8:: latency"),
+            vec![("IP_ADDRESS".into(), "b414:4e38:1f73:2956:8bc8::".into())]
         );
     }
 

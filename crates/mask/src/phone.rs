@@ -45,7 +45,6 @@ impl Rule {
 
 /// The compiled rules of one region.
 struct Region {
-    national_prefix: Option<String>,
     general: Rule,
     types: Vec<Rule>,
 }
@@ -70,7 +69,6 @@ impl Region {
         .filter_map(Rule::new)
         .collect();
         Some(Region {
-            national_prefix: meta.national_prefix().map(str::to_string),
             general: Rule::new(d.general())?,
             types,
         })
@@ -79,24 +77,38 @@ impl Region {
     fn valid(&self, national: &str) -> bool {
         self.general.matches(national) && self.types.iter().any(|t| t.matches(national))
     }
+}
 
+/// A region national numbers are read in: its trunk prefix, and the rules of every region
+/// sharing its country code. As in libphonenumber, a number read in `US` is valid when it is
+/// valid anywhere in the North American plan (Canada, Jamaica, …), one read in `GB` when it
+/// is valid in GB, Guernsey, Jersey or the Isle of Man.
+struct National {
+    prefix: Option<String>,
+    /// Whether numbers are written with the trunk prefix (`020 7946 0123` in GB, where
+    /// `20 7946 0123` is not how anyone writes it), or with it optional (`201 555 0123` in
+    /// the US), from the region's formatting rules.
+    prefix_required: bool,
+    regions: Arc<Vec<Region>>,
+}
+
+impl National {
     /// A number written nationally: with or without the trunk prefix.
-    fn valid_national(&self, digits: &str) -> bool {
-        if let Some(p) = &self.national_prefix {
-            if let Some(rest) = digits.strip_prefix(p.as_str()) {
-                if self.valid(rest) {
-                    return true;
-                }
+    fn valid(&self, digits: &str) -> bool {
+        let any = |n: &str| self.regions.iter().any(|r| r.valid(n));
+        if let Some(rest) = self.prefix.as_deref().and_then(|p| digits.strip_prefix(p)) {
+            if any(rest) {
+                return true;
             }
         }
-        self.valid(digits)
+        !self.prefix_required && any(digits)
     }
 }
 
 /// Phone validation for a set of national regions and every country code.
 pub struct PhoneRules {
     /// Regions numbers without `+` are read in, compiled at start.
-    national: Vec<Arc<Region>>,
+    national: Vec<National>,
     /// Regions by country calling code, compiled when first needed.
     by_code: Mutex<HashMap<u16, Arc<Vec<Region>>>>,
 }
@@ -104,24 +116,39 @@ pub struct PhoneRules {
 impl PhoneRules {
     /// Compiles the rules of `regions` (ISO 3166 codes). Unknown codes are returned as errors.
     pub fn new(regions: &[String]) -> Result<PhoneRules, String> {
+        let rules = PhoneRules {
+            national: Vec::new(),
+            by_code: Mutex::new(HashMap::new()),
+        };
         let mut national = Vec::new();
         for r in regions {
             let meta = DATABASE
                 .by_id(r.to_ascii_uppercase().as_str())
                 .ok_or_else(|| r.clone())?;
-            national.push(Arc::new(Region::new(meta).ok_or_else(|| r.clone())?));
+            let regions = rules
+                .regions_of(meta.country_code())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| r.clone())?;
+            let prefix = meta.national_prefix().map(str::to_string);
+            let prefix_required = prefix.is_some()
+                && meta
+                    .formats()
+                    .iter()
+                    .any(|f| f.national_prefix().is_some() && !f.is_national_prefix_optional());
+            national.push(National {
+                prefix,
+                prefix_required,
+                regions,
+            });
         }
-        Ok(PhoneRules {
-            national,
-            by_code: Mutex::new(HashMap::new()),
-        })
+        Ok(PhoneRules { national, ..rules })
     }
 
     /// Whether `digits` (only ASCII digits) is a valid number: international (`plus`: the
     /// digits start with the country code) or national in one of the regions.
     pub fn valid(&self, digits: &str, plus: bool) -> bool {
         if !plus {
-            return self.national.iter().any(|r| r.valid_national(digits));
+            return self.national.iter().any(|r| r.valid(digits));
         }
         // Country codes are prefix-free: at most one of 1, 2 or 3 leading digits is one.
         for n in 1..=3.min(digits.len()) {
@@ -154,7 +181,8 @@ impl PhoneRules {
 mod tests {
     use super::*;
 
-    /// The same answers as the phonenumber crate's own parser and validator.
+    /// The same answers as the phonenumber crate's own parser and validator (but for GB
+    /// numbers without their trunk 0, see below).
     #[test]
     fn agrees_with_libphonenumber() {
         let rules = PhoneRules::new(&["US".into(), "GB".into()]).expect("regions");
@@ -179,6 +207,9 @@ mod tests {
             "1 201 555 0123",
             "555-0123",
             "1234567890",
+            "(581) 316-4524",
+            "(876) 694-9422",
+            "01481 256789",
         ] {
             let plus = text.starts_with('+');
             let cleaned = text.replace("(0)", "");
@@ -187,7 +218,12 @@ mod tests {
             let region = (!plus).then_some(phonenumber::country::Id::US);
             let theirs_us =
                 phonenumber::parse(region, text).is_ok_and(|p| phonenumber::is_valid(&p));
+            // One deliberate difference: GB numbers are written with their trunk 0, and
+            // libphonenumber's parser also accepts them without it (`1234567890` as
+            // 01234 567890), which would make every 10-digit integer starting with 1 a
+            // phone number.
             let theirs_gb = !plus
+                && digits.starts_with('0')
                 && phonenumber::parse(Some(phonenumber::country::Id::GB), text)
                     .is_ok_and(|p| phonenumber::is_valid(&p));
             assert_eq!(ours, theirs_us || theirs_gb, "{text}");

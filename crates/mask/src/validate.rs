@@ -72,6 +72,9 @@ pub fn card_issuer(d: &[u8]) -> bool {
 /// A card number: 13-19 digits with any of ` .-` between them, Luhn-valid, in an issuer range.
 /// A match that ran into a following number is cut back at a separator.
 pub fn card(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
+    if glued_to_number(hay, &(m.start..m.start), false) {
+        return None;
+    }
     let text = &hay[m.clone()];
     let all: Vec<u8> = digits(text).collect();
     if (13..=19).contains(&all.len())
@@ -122,7 +125,10 @@ pub fn ssn(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
     if seps.len() == 2 && seps[0] != seps[1] {
         return None;
     }
-    if seps.is_empty() && !near_keyword(hay, m.start, &[b"ssn", b"social security", b"soc sec"]) {
+    if glued_to_number(hay, &m, false) {
+        return None;
+    }
+    if seps.is_empty() && !near_keyword(hay, m.start, &[b"ssn", b"social", b"soc sec", b"ss#"]) {
         // A bare nine-digit number is an SSN only when the text says so.
         return None;
     }
@@ -148,6 +154,21 @@ fn near_keyword(hay: &[u8], at: usize, words: &[&[u8]]) -> bool {
     words
         .iter()
         .any(|w| lower.windows(w.len()).any(|x| x == *w))
+}
+
+/// Whether the digits at `m` are one group of a longer number: a digit and a separator
+/// (` `, `.`, `-`) just before them, or a separator and a digit just after (with `space_after`
+/// false, a space and a digit after are allowed: "201-555-0123 2024").
+fn glued_to_number(hay: &[u8], m: &Range<usize>, space_after: bool) -> bool {
+    let sep = |b: u8| matches!(b, b' ' | b'.' | b'-');
+    let before = m.start >= 2 && sep(hay[m.start - 1]) && hay[m.start - 2].is_ascii_digit();
+    let after = match (hay.get(m.end), hay.get(m.end + 1)) {
+        (Some(&s), Some(d)) => {
+            d.is_ascii_digit() && (s == b'.' || s == b'-' || (space_after && s == b' '))
+        }
+        _ => false,
+    };
+    before || after
 }
 
 /// IBAN lengths by country (ISO 13616 registry).
@@ -314,6 +335,9 @@ pub fn nino(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
 
 /// An Indian Aadhaar number (12 digits, first 2-9, not a palindrome): the Verhoeff check digit.
 pub fn aadhaar(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
+    if glued_to_number(hay, &m, true) {
+        return None;
+    }
     let d: Vec<u8> = digits(&hay[m.clone()]).collect();
     if d.len() != 12 || d.iter().eq(d.iter().rev()) {
         return None;
@@ -380,7 +404,9 @@ pub fn ipv6(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
     }
     let text = std::str::from_utf8(&hay[m.clone()]).ok()?;
     let addr = text.split('%').next()?;
-    if !addr.contains("::") && addr.matches(':').count() != 7 && !addr.contains('.') {
+    if addr == "::"
+        || (!addr.contains("::") && addr.matches(':').count() != 7 && !addr.contains('.'))
+    {
         return None;
     }
     addr.parse::<std::net::Ipv6Addr>().ok()?;
@@ -410,13 +436,57 @@ pub fn phone(
     {
         return None;
     }
-    let plus = text.starts_with(b"+");
-    // A national number has some shape: a trunk 0, a parenthesised area code, or separators.
-    let shaped = text.starts_with(b"0")
-        || text.starts_with(b"(")
-        || text.iter().any(|b| matches!(b, b' ' | b'-' | b'.'));
-    if !plus && !shaped {
+    if text[0].is_ascii_digit() && glued_to_number(hay, &(m.start..m.start), false) {
         return None;
+    }
+    // `(3034 881682 0432)`, `((201) 555-0123)`: an opening parenthesis that is not an area
+    // code's belongs to the text around; the number, if any, starts after it.
+    if text.starts_with(b"((")
+        || (text.starts_with(b"(") && !text[1..].iter().take(6).any(|&b| b == b')'))
+    {
+        return None;
+    }
+    if dotted_quad(text) || cpf_shape(text) {
+        return None;
+    }
+    let plus = text.starts_with(b"+");
+    // A national number has some shape: a parenthesised area code or separators. A bare run
+    // of digits is one when it starts with a trunk 0 (no integer does), or when the words just
+    // before say so ("phone", "call me at", …). Whatever its shape, a national number right
+    // after another identifier's name ("cpf=", "ts:", "version", "total") is not one: the
+    // nearest such word decides.
+    if !plus {
+        let mut nearest = None;
+        for (i, w) in preceding_words(hay, m.start, 4).iter().enumerate() {
+            if w.iter().all(u8::is_ascii_digit) {
+                // Another value in between: the words before it are its context.
+                break;
+            }
+            if i < 3 && names_any(w, NOT_PHONE_WORDS) {
+                nearest = Some(false);
+                break;
+            }
+            if starts_with_any(w, PHONE_WORDS) {
+                nearest = Some(true);
+                break;
+            }
+        }
+        if nearest == Some(false) {
+            return None;
+        }
+        let seps: Vec<u8> = text
+            .iter()
+            .copied()
+            .filter(|b| matches!(b, b' ' | b'-' | b'.'))
+            .collect();
+        // `31055.12`: a decimal, not a number written with one dot.
+        if seps == b"." {
+            return None;
+        }
+        let shaped = text.starts_with(b"(") || !seps.is_empty();
+        if !shaped && !text.starts_with(b"0") && nearest != Some(true) {
+            return None;
+        }
     }
     // `+49 (0)30 …`: the trunk zero in parentheses is not dialled from abroad.
     let mut digits = String::with_capacity(n);
@@ -432,6 +502,103 @@ pub fn phone(
         i += 1;
     }
     rules.valid(&digits, plus).then_some(m)
+}
+
+/// Words that make a bare run of digits a phone number when one of the four words before it
+/// (with no other number in between) starts with them (`callback=`, `"phone_number":`, "reach Jane Doe at").
+const PHONE_WORDS: &[&[u8]] = &[
+    b"phone",
+    b"tel",
+    b"mobile",
+    b"cell",
+    b"call",
+    b"fax",
+    b"sms",
+    b"whatsapp",
+    b"contact",
+    b"reach",
+    b"dial",
+];
+
+/// Names of other identifiers: a national number within three words after one of them (with
+/// no other number in between) is not a phone number.
+const NOT_PHONE_WORDS: &[&[u8]] = &[
+    b"cpf",
+    b"ssn",
+    b"social",
+    b"aadhaar",
+    b"uid",
+    b"ts",
+    b"time",
+    b"timestamp",
+    b"id",
+    b"order",
+    b"ref",
+    b"reference",
+    b"tracking",
+    b"invoice",
+    b"acct",
+    b"account",
+    b"iban",
+    b"card",
+    b"version",
+    b"total",
+    b"amount",
+    b"price",
+];
+
+/// Up to `n` ASCII words (letters, digits, `_`) before `at`, nearest first, lower case,
+/// within 48 bytes.
+fn preceding_words(hay: &[u8], at: usize, n: usize) -> Vec<Vec<u8>> {
+    let floor = at.saturating_sub(48);
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut words = Vec::new();
+    let mut i = at;
+    while words.len() < n && i > floor {
+        while i > floor && !word(hay[i - 1]) {
+            i -= 1;
+        }
+        let end = i;
+        while i > floor && word(hay[i - 1]) {
+            i -= 1;
+        }
+        if i < end {
+            words.push(hay[i..end].to_ascii_lowercase());
+        }
+    }
+    words
+}
+
+fn starts_with_any(word: &[u8], prefixes: &[&[u8]]) -> bool {
+    prefixes.iter().any(|p| word.starts_with(p))
+}
+
+/// Whether `word` is one of `names`, in the plural or as the start of a snake_case name
+/// (`order`, `orders`, `order_id`; not `ordered`, and `cardoso` is no `card`).
+fn names_any(word: &[u8], names: &[&[u8]]) -> bool {
+    names.iter().any(|n| {
+        word.strip_prefix(*n)
+            .is_some_and(|rest| rest.is_empty() || rest == b"s" || rest.starts_with(b"_"))
+    })
+}
+
+/// Four dot-separated groups of 1-3 digits: an IPv4 address, valid or not, or a version.
+fn dotted_quad(text: &[u8]) -> bool {
+    let groups: Vec<&[u8]> = text.split(|&b| b == b'.').collect();
+    groups.len() == 4
+        && groups
+            .iter()
+            .all(|g| (1..=3).contains(&g.len()) && g.iter().all(u8::is_ascii_digit))
+}
+
+/// `123.456.789-09`: a Brazilian CPF's layout, checksum or not.
+fn cpf_shape(text: &[u8]) -> bool {
+    text.len() == 14
+        && text.iter().enumerate().all(|(i, &b)| match i {
+            3 | 7 => b == b'.',
+            11 => b == b'-',
+            _ => b.is_ascii_digit(),
+        })
 }
 
 /// `2024-01-15`, `15/01/2024`, `2024.01.15`: a digit group of 4 beside groups of 1-2 digits
@@ -622,7 +789,7 @@ mod tests {
         ] {
             assert!(whole(ipv6, ok), "{ok}");
         }
-        for bad in ["10:23:45", "00:1A:2B:3C:4D:5E", "dead:beef"] {
+        for bad in ["10:23:45", "00:1A:2B:3C:4D:5E", "dead:beef", "::"] {
             assert!(!whole(ipv6, bad), "{bad}");
         }
     }
@@ -640,6 +807,12 @@ mod tests {
             "0161 496 0123",
             "+49 30 90182012",
             "+33 1 99 00 12 34",
+            // Canada and Jamaica share +1 with the US; Guernsey shares +44 with GB.
+            "(581) 316-4524",
+            "(876) 694-9422",
+            "01481 256789",
+            // Bare digits: a trunk 0, or words that say so.
+            "02079460123",
         ] {
             assert!(p(ok), "{ok} is a phone number");
         }
@@ -649,9 +822,58 @@ mod tests {
             "12345",
             "+1 000 000 0000",
             "1234567890",
+            // GB numbers are written with their trunk 0: this is a Unix time.
+            "1769426149",
+            "172.20.55.156",
+            "930.32.63.106",
+            "171.274.846-61",
+            "((201) 555-0123",
+            "(201 555 0123",
         ] {
             assert!(!p(bad), "{bad} is not a phone number");
         }
+        let in_text = |text: &str, number: &str| {
+            let at = text.find(number).expect("number in text");
+            phone(text.as_bytes(), at..at + number.len(), &rules).is_some()
+        };
+        assert!(in_text("reach Lee Bennett at 2015550123", "2015550123"));
+        assert!(in_text(r#"{"mobile":"2015550123"}"#, "2015550123"));
+        assert!(!in_text("order 2015550123 shipped", "2015550123"));
+        assert!(!in_text("call me later, ts=2015550123", "2015550123"));
+        assert!(!in_text("cpf=02079460123", "02079460123"));
+        assert!(!in_text("cpf do titular: 02079460123", "02079460123"));
+        assert!(!in_text(r#""version":"20.13.17.18.16""#, "20.13.17.18.16"));
+        assert!(!in_text("USD 31055.12", "31055.12"));
+        assert!(!in_text("card_no=02079460123", "02079460123"));
+        assert!(in_text(
+            "reach Ana Cardoso at (020)74960886",
+            "(020)74960886"
+        ));
+        assert!(in_text("ref 4455 6936 (020) 7946 0123", "(020) 7946 0123"));
+        assert!(in_text(
+            "My SSN is 630-25-2649. see 0121 4960589",
+            "0121 4960589"
+        ));
+        // One group of a longer number.
+        assert!(!in_text("ref 4455 201-555-0123", "201-555-0123"));
+    }
+
+    #[test]
+    fn digits_glued_to_a_longer_number_are_not_ids() {
+        let a = |text: &str, id: &str| {
+            let at = text.find(id).expect("id in text");
+            aadhaar(text.as_bytes(), at..at + id.len()).is_some()
+        };
+        assert!(a("uid 2341 2341 2346 ok", "2341 2341 2346"));
+        assert!(!a("ref 2341-2341-2346-9719", "2341-2341-2346"));
+        assert!(!a("ref 3542 2341 2341 2346", "2341 2341 2346"));
+        let s = |text: &str, id: &str| {
+            let at = text.find(id).expect("ssn in text");
+            ssn(text.as_bytes(), at..at + id.len()).is_some()
+        };
+        assert!(s("ssn 536-90-4399.", "536-90-4399"));
+        assert!(s("social_security=536904399", "536904399"));
+        assert!(!s("part 12-536-90-4399", "536-90-4399"));
     }
 
     #[test]
