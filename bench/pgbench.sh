@@ -23,15 +23,11 @@ DURATION=${DURATION:-10}
 SCALE=${SCALE:-10}
 CLIENTS=${CLIENTS:-"1 8"}
 PROTOCOLS=${PROTOCOLS:-"simple prepared"}
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/portcullis/target}"
-
-PGBIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
-[ -x "$PGBIN/initdb" ] || { echo "PostgreSQL server binaries not found: apt-get install -y postgresql" >&2; exit 1; }
+. bench/lib.sh
 command -v pgbouncer >/dev/null || {
   if [ "$(id -u)" = 0 ]; then apt-get install -y -qq pgbouncer >/dev/null; else echo "install pgbouncer: sudo apt-get install -y pgbouncer" >&2; exit 1; fi
 }
-cargo build --release -q -p portcullis
-PORTCULLIS="$CARGO_TARGET_DIR/release/portcullis"
+bench_init portcullis-bench
 BASELINE=""
 if [ -n "${BASELINE_REV:-}" ]; then
   BDIR="$HOME/.cache/portcullis/baseline-$BASELINE_REV"
@@ -44,21 +40,7 @@ if [ -n "${BASELINE_REV:-}" ]; then
   BASELINE="$BDIR/target/release/portcullis"
 fi
 
-WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
-AS=()
-if [ "$(id -u)" = 0 ]; then chown postgres: "$WORK"; AS=(runuser -u postgres --); fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  "${AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-PGPORT=$(free_port)
-"${AS[@]}" "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
-"${AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o "-p $PGPORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=200 -c shared_buffers=256MB" start >/dev/null
+start_cluster 200 "-c shared_buffers=256MB"
 "$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -qc "CREATE DATABASE bench" postgres
 "$PGBIN/pgbench" -h 127.0.0.1 -p "$PGPORT" -U postgres -i -q -s "$SCALE" bench >/dev/null 2>&1
 
@@ -82,9 +64,7 @@ chown postgres: "$WORK/pgbouncer.ini" 2>/dev/null || true
 "${AS[@]}" pgbouncer -q "$WORK/pgbouncer.ini" >/dev/null 2>&1 & PIDS+=($!)
 
 # portcullis: one agent, trust upstream.
-KEYOUT=$("$PORTCULLIS" agent create bench 2>&1)
-KEY=$(echo "$KEYOUT" | grep '^pcs_')
-HASH=$(echo "$KEYOUT" | sed -n 's/^key_hash = "\(.*\)"/\1/p')
+create_agent
 start_portcullis() { # $1 = durability, $2 = binary, $3 = "policy" or "", $4 = name suffix,
                      # $5 = more [store] lines, $6 = more [[connections]] lines; sets GW_PORT
   local dir="$WORK/gw-$1$3${4:-}" port policy="" groups=""; port=$(free_port); mkdir -p "$dir"
@@ -118,7 +98,7 @@ key_hash = "$HASH"
 $groups
 TOML
   RUST_LOG=warn "$2" serve --config "$dir/portcullis.toml" >/dev/null 2>"$dir/log" & PIDS+=($!)
-  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  wait_port "$port"
   GW_PORT=$port
 }
 start_portcullis default "$PORTCULLIS" policy; PORT_DEFAULT=$GW_PORT
@@ -136,7 +116,6 @@ case " ${VARIANTS:-} " in *" pgstore "*)
 url = \"postgres://postgres@127.0.0.1:$PGPORT/ledger\""; PORT_PGSTORE=$GW_PORT ;; esac
 sleep 1
 
-ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')" 2>/dev/null || echo "?"; }
 run() { # target port user password clients protocol
   local jobs=$(( $5 < 2 ? $5 : 2 ))
   PGPASSWORD="$4" "$PGBIN/pgbench" -h 127.0.0.1 -p "$2" -U "$3" -S -T "$DURATION" -c "$5" -j "$jobs" -M "$6" -n bench 2>/dev/null \

@@ -23,32 +23,13 @@ ROWS=${ROWS:-10000}
 CLIENTS=${CLIENTS:-"1 8"}
 PROTOCOLS=${PROTOCOLS:-"simple prepared"}
 CACHE="${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+. bench/lib.sh
 PY="$CACHE/bench-venv/bin/python"
 "$PY" -c 'import faker' 2>/dev/null || {
   echo "the bench venv with faker is missing: run bench/mask/run.sh once (it creates $CACHE/bench-venv)" >&2; exit 1; }
 
-PGBIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
-[ -x "$PGBIN/initdb" ] || { echo "PostgreSQL server binaries not found: apt-get install -y postgresql" >&2; exit 1; }
-[ -x "$PGBIN/pgbench" ] || { echo "pgbench not found: apt-get install -y postgresql-contrib" >&2; exit 1; }
-cargo build --release -q -p portcullis
-PORTCULLIS="$CARGO_TARGET_DIR/release/portcullis"
-
-WORK=$(mktemp -d /tmp/portcullis-maskbench.XXXXXX)
-AS=()
-if [ "$(id -u)" = 0 ]; then chmod 755 "$WORK"; chown postgres: "$WORK"; AS=(runuser -u postgres --); fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  "${AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -m fast stop >/dev/null 2>&1 || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-PGPORT=$(free_port)
-"${AS[@]}" "$PGBIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
-"${AS[@]}" "$PGBIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" -w -o "-p $PGPORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=100" start >/dev/null
+bench_init portcullis-maskbench
+start_cluster 100
 PSQL=("$PGBIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -q)
 "${PSQL[@]}" -c "CREATE DATABASE bench" postgres
 "${PSQL[@]}" bench -c "CREATE TABLE customers (id int PRIMARY KEY, full_name text, email text,
@@ -74,9 +55,7 @@ SELECT * FROM customers WHERE id BETWEEN :a AND :a + 9;
 SQL
 chmod 644 "$WORK/pii.sql"
 
-KEYOUT=$("$PORTCULLIS" agent create bench 2>&1)
-KEY=$(echo "$KEYOUT" | grep '^pcs_')
-HASH=$(echo "$KEYOUT" | sed -n 's/^key_hash = "\(.*\)"/\1/p')
+create_agent
 start_portcullis() { # $1 = name, $2 = extra config; sets GW_PORT
   local dir="$WORK/gw-$1" port; port=$(free_port); mkdir -p "$dir"
   cat > "$dir/portcullis.toml" <<TOML
@@ -103,7 +82,7 @@ groups = ["analysts"]
 $2
 TOML
   RUST_LOG=warn "$PORTCULLIS" serve --config "$dir/portcullis.toml" >/dev/null 2>"$dir/log" & PIDS+=($!)
-  for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+  wait_port "$port"
   GW_PORT=$port
 }
 start_portcullis unmasked $'[[masking.assign]]\nprofile = "unmasked"\nagents = ["bench"]'; PORT_RAW=$GW_PORT
@@ -115,7 +94,6 @@ sample() { PGPASSWORD="$2" "$PGBIN/psql" -h 127.0.0.1 -p "$1" -U "$3" -At -c "SE
 echo "row 1 unmasked: $(sample "$PORT_RAW" "$KEY" bench)"
 echo "row 1 masked:   $(sample "$PORT_MASKED" "$KEY" bench)"
 
-ratio() { python3 -c "print(f'{float($1)/float($2):.2f}')" 2>/dev/null || echo "?"; }
 run() { # port user password clients protocol
   local jobs=$(( $4 < 2 ? $4 : 2 ))
   PGPASSWORD="$3" "$PGBIN/pgbench" -h 127.0.0.1 -p "$1" -U "$2" -f "$WORK/pii.sql" -T "$DURATION" -c "$4" -j "$jobs" -M "$5" -n bench 2>/dev/null \
