@@ -26,18 +26,12 @@ name = "dba-agent"
 key_hash = "{dba_hash}"
 groups = ["dba"]
 
-[masking]
-default_profile = "analyst"
-
-[masking.profiles.analyst]
-strategy = "redact"
-entities = {{ CREDIT_CARD = "partial", EMAIL = "partial" }}
-columns = {{ "customers.full_name" = "redact", "customers.phone" = "last4", "customers.national_id" = "redact" }}
-
+{masking}
 [[masking.assign]]
 profile = "unmasked"
 groups = ["dba"]
-"#
+"#,
+        masking = seed::DEMO_MASKING
     )
 }
 

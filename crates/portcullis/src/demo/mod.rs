@@ -242,14 +242,8 @@ groups = ["analysts"]
 # What agents see of personal data (docs/masking.md). Every detector runs on every value;
 # the column rules mask whole columns whatever their content looks like. The ledger and
 # recordings never keep a raw value, whatever the profile.
-[masking]
-default_profile = "analyst"
-
-[masking.profiles.analyst]
-strategy = "redact"
-entities = {{ CREDIT_CARD = "partial", EMAIL = "partial" }}
-columns = {{ "customers.full_name" = "redact", "customers.phone" = "last4", "customers.national_id" = "redact" }}
-"#,
+{masking}"#,
+        masking = seed::DEMO_MASKING,
         host = cluster.host(),
         pg_port = cluster.port(),
         user = cluster.superuser(),

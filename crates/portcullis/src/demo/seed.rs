@@ -10,6 +10,18 @@
 //! The output is a pure function of its arguments: the same seed gives the same SQL, byte for
 //! byte. Only `std` is used.
 
+/// The `[masking]` section `portcullis demo` writes for this data (the masking tests use the
+/// same one): partial cards and emails, and the columns no detector can recognise masked by
+/// rule.
+pub const DEMO_MASKING: &str = r#"[masking]
+default_profile = "analyst"
+
+[masking.profiles.analyst]
+strategy = "redact"
+entities = { CREDIT_CARD = "partial", EMAIL = "partial" }
+columns = { "customers.full_name" = "redact", "customers.phone" = "last4", "customers.national_id" = "redact" }
+"#;
+
 use std::fmt::Write as _;
 
 /// Rows per multi-row `INSERT`.
