@@ -1,4 +1,6 @@
-//! Measures the ledger's acknowledged-append throughput and its verification speed.
+//! Measures the ledger's acknowledged-append throughput (with latency percentiles, for 1, 8 and
+//! 64 appenders) and its verification speed. The criterion benchmarks of the same paths are
+//! `cargo bench -p portcullis-ledger --bench ledger`.
 //!
 //! ```text
 //! cargo run --release -p portcullis-ledger --example append_bench
@@ -21,57 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis_core::config::Durability;
-use portcullis_core::{EventData, NewEvent, Principal};
-use portcullis_ledger::{
-    CheckpointOptions, CheckpointSigner, Ledger, LedgerOptions, LedgerReader, VerifyOptions,
-    VerifyReport,
-};
+use portcullis_ledger::{Ledger, LedgerOptions, LedgerReader, VerifyOptions, VerifyReport};
 
-/// Checkpoints as a default gateway signs them, unless PORTCULLIS_BENCH_CHECKPOINTS=0.
-fn checkpoints() -> Option<CheckpointOptions> {
-    if env_u64("PORTCULLIS_BENCH_CHECKPOINTS", 1) == 0 {
-        return None;
-    }
-    Some(CheckpointOptions {
-        signer: Arc::new(signer()),
-        every_events: 10_000,
-        every: Duration::from_secs(10),
-        mirror: None,
-        mirror_bucket: None,
-    })
-}
-
-fn signer() -> CheckpointSigner {
-    CheckpointSigner::from_seed("bench/ledger", [1u8; 32]).expect("signer")
-}
-
-fn statement(session: &str, n: u64) -> NewEvent {
-    NewEvent::new(
-        session,
-        EventData::Statement {
-            principal: Principal {
-                agent: "etl-agent".into(),
-                auth_method: "scram-sha-256".into(),
-                identity: None,
-            },
-            client_addr: "10.1.2.3:50000".into(),
-            connection: "orders-prod".into(),
-            protocol: "postgres".into(),
-            text: format!(
-                "SELECT o.id, o.total, c.email FROM orders o JOIN customers c ON c.id = \
-                 o.customer_id WHERE o.id = {n}"
-            ),
-            mode: "extended".into(),
-            statement_name: None,
-            params: Vec::new(),
-            verdict: "allow".into(),
-            reason: None,
-            decision: None,
-            sealed: None,
-            masked: Default::default(),
-        },
-    )
-}
+#[path = "../benches/support/mod.rs"]
+mod support;
+use support::{signer, statement};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -91,15 +47,13 @@ struct Run {
 
 /// Options for one run: a fresh SQLite file, or the PostgreSQL store at `pg`.
 fn options(dir: &std::path::Path, name: &str, pg: Option<&str>) -> LedgerOptions {
-    let base = match pg {
-        Some(url) => LedgerOptions::postgres(url),
-        None => LedgerOptions::new(dir.join(format!("{name}.db"))),
-    };
-    LedgerOptions {
-        checkpoints: checkpoints(),
-        seal: env_u64("PORTCULLIS_BENCH_SEAL", 1) != 0,
-        ..base
-    }
+    support::options(
+        dir,
+        name,
+        pg,
+        env_u64("PORTCULLIS_BENCH_CHECKPOINTS", 1) != 0,
+        env_u64("PORTCULLIS_BENCH_SEAL", 1) != 0,
+    )
 }
 
 async fn run(
@@ -251,37 +205,7 @@ fn bench_store(
     let ledger = Ledger::open(options(dir, "verify", pg)).expect("open ledger");
     let before = ledger.stats().last_seq;
     let build = Instant::now();
-    rt.block_on(async {
-        const PRODUCERS: u64 = 4;
-        let mut tasks = Vec::new();
-        for p in 0..PRODUCERS {
-            let ledger = ledger.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut n = p * 1000;
-                while n < verify_events {
-                    let len = 1000.min(verify_events - n);
-                    let events: Vec<NewEvent> = (n..n + len)
-                        .map(|i| statement(&format!("session-{}", i % 64), i))
-                        .collect();
-                    // Bulk calls can outrun indexing; the ledger then refuses (IndexBehind)
-                    // until SQLite catches up: wait and retry, as backpressure.
-                    loop {
-                        match ledger.append(events.clone()).await {
-                            Ok(_) => break,
-                            Err(portcullis_ledger::LedgerError::IndexBehind { .. }) => {
-                                tokio::time::sleep(Duration::from_millis(20)).await
-                            }
-                            Err(e) => panic!("append: {e}"),
-                        }
-                    }
-                    n += PRODUCERS * 1000;
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.expect("producer");
-        }
-    });
+    support::fill(rt, &ledger, verify_events);
     let build_secs = build.elapsed().as_secs_f64();
     ledger.close();
     let size = match pg {
