@@ -443,7 +443,8 @@ fn token_exchange_carries_the_human_to_the_ledger_and_to_policy() {
         (400, Some("invalid_grant")),
         "{body}"
     );
-    assert!(s.gw.events_of("token_refused").len() >= 2);
+    // Indexing runs behind the acknowledgement: wait for the events, do not sample once.
+    assert!(s.gw.wait_for("token_refused", 2).len() >= 2);
     // Unsupported grant type: RFC 6749 error.
     let (status, body) = token_endpoint(&s, &[("grant_type", "password")]);
     assert_eq!(
