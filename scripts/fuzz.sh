@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target in fuzz/ for a short time: FUZZ_SECONDS each (default 30).
 #
-#   scripts/fuzz.sh                      # all targets (classify, wire), 30 s each
+#   scripts/fuzz.sh                      # all targets (classify, wire, mask), 30 s each
 #   FUZZ_SECONDS=600 scripts/fuzz.sh classify
 #
 # cargo-fuzz passes nightly-only flags (-Z sanitizer, sanitizer coverage) to rustc. Only the
