@@ -34,7 +34,9 @@ pub fn luhn(d: &[u8]) -> bool {
 }
 
 /// Whether a digit string is in an issuer range with that length (Visa, Mastercard, Amex,
-/// Discover, JCB, Diners, UnionPay, Maestro, Mir).
+/// Discover, JCB, Diners, UnionPay, Maestro, Mir). JCB is taken as the whole `35` block (its
+/// assigned range is 3528-3589, but generators and test data use all of `35`) plus the
+/// legacy 15-digit `2131` and `1800` numbers.
 pub fn card_issuer(d: &[u8]) -> bool {
     let len = d.len();
     let prefix = |n: usize| d.iter().take(n).fold(0u32, |acc, &x| acc * 10 + x as u32);
@@ -46,13 +48,15 @@ pub fn card_issuer(d: &[u8]) -> bool {
             50 | 56..=59 => (12..=19).contains(&len),
             _ => false,
         },
+        1 => p4 == 1800 && len == 15,
         2 => {
             ((2221..=2720).contains(&p4) && len == 16)
                 || ((2200..=2204).contains(&p4) && (16..=19).contains(&len))
+                || (p4 == 2131 && len == 15)
         }
         3 => {
             ((p2 == 34 || p2 == 37) && len == 15)
-                || ((3528..=3589).contains(&p4) && (16..=19).contains(&len))
+                || (p2 == 35 && (16..=19).contains(&len))
                 || (((300..=305).contains(&p3) || p4 == 3095 || p2 == 36 || p2 == 38 || p2 == 39)
                     && (14..=19).contains(&len))
         }
@@ -676,6 +680,9 @@ mod tests {
             "30569309025904",
             "6200000000000005",
             "4222222222222",
+            "3503082462819487", // JCB as generators make them (the `35` block)
+            "213100000000001",  // legacy 15-digit JCB
+            "180000000000002",
         ] {
             assert!(whole(card, ok), "{ok} is a card");
         }
@@ -683,6 +690,7 @@ mod tests {
             "4111111111111112",                // Luhn
             "1234567812345670",                // Luhn-valid, no issuer
             "9111111111111111",                // no issuer
+            "180000000000000018",              // 1800 is a 15-digit JCB only
             "5105 1051 0510 5106",             // Luhn
             "4 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1", // not a card's grouping
         ] {
