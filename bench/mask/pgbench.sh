@@ -82,11 +82,12 @@ groups = ["analysts"]
 $2
 TOML
   RUST_LOG=warn "$PORTCULLIS" serve --config "$dir/portcullis.toml" >/dev/null 2>"$dir/log" & PIDS+=($!)
+  GW_PID=$!
   wait_port "$port"
   GW_PORT=$port
 }
-start_portcullis unmasked $'[[masking.assign]]\nprofile = "unmasked"\nagents = ["bench"]'; PORT_RAW=$GW_PORT
-start_portcullis masked ""; PORT_MASKED=$GW_PORT
+start_portcullis unmasked $'[[masking.assign]]\nprofile = "unmasked"\nagents = ["bench"]'; PORT_RAW=$GW_PORT; PID_RAW=$GW_PID
+start_portcullis masked ""; PORT_MASKED=$GW_PORT; PID_MASKED=$GW_PID
 sleep 1
 
 # The masked leg really masks: one row through each gateway.
@@ -99,16 +100,28 @@ run() { # port user password clients protocol
   PGPASSWORD="$3" "$PGBIN/pgbench" -h 127.0.0.1 -p "$1" -U "$2" -f "$WORK/pii.sql" -T "$DURATION" -c "$4" -j "$jobs" -M "$5" -n bench 2>/dev/null \
     | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1
 }
+# CPU time (user + system, clock ticks) a process has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# A gateway's CPU µs per transaction over one pgbench run: `gw_run PID port user password
+# clients protocol` prints "TPS CPU_US".
+gw_run() {
+  local before after tps
+  before=$(cpu_ticks "$1")
+  tps=$(run "${@:2}")
+  after=$(cpu_ticks "$1")
+  echo "$tps $(python3 -c "print(round(($after - $before) * 1e6 / $(getconf CLK_TCK) / ($tps * $DURATION)))")"
+}
 
 echo
 echo "PII select (10 rows of 9 columns per transaction, $ROWS faker rows), ${DURATION}s per cell, $(nproc) cores"
-printf '%-9s %-8s %10s %10s %7s %10s %7s %14s %12s\n' protocol clients direct unmasked ratio masked ratio masked/unmask "masked rows/s"
+echo "(gateway CPU: µs of the gateway process's CPU time per transaction, unmasked and masked)"
+printf '%-9s %-8s %10s %10s %7s %10s %7s %14s %12s %14s\n' protocol clients direct unmasked ratio masked ratio masked/unmask "masked rows/s" "gateway CPU"
 for proto in $PROTOCOLS; do
   for c in $CLIENTS; do
     d=$(run "$PGPORT" postgres "" "$c" "$proto")
-    u=$(run "$PORT_RAW" bench "$KEY" "$c" "$proto")
-    m=$(run "$PORT_MASKED" bench "$KEY" "$c" "$proto")
-    printf '%-9s %-8s %10.0f %10.0f %7s %10.0f %7s %14s %12.0f\n' "$proto" "$c" "$d" "$u" "$(ratio "$u" "$d")" "$m" "$(ratio "$m" "$d")" "$(ratio "$m" "$u")" "$(python3 -c "print($m*10)")"
+    read -r u ucpu < <(gw_run "$PID_RAW" "$PORT_RAW" bench "$KEY" "$c" "$proto")
+    read -r m mcpu < <(gw_run "$PID_MASKED" "$PORT_MASKED" bench "$KEY" "$c" "$proto")
+    printf '%-9s %-8s %10.0f %10.0f %7s %10.0f %7s %14s %12.0f %14s\n' "$proto" "$c" "$d" "$u" "$(ratio "$u" "$d")" "$m" "$(ratio "$m" "$d")" "$(ratio "$m" "$u")" "$(python3 -c "print($m*10)")" "$ucpu / $mcpu"
   done
 done
 echo

@@ -77,8 +77,119 @@ fn bench(c: &mut Criterion) {
             }
         })
     });
+    // The rows bench/mask/pgbench.sh selects (faker en_US, seed 7: made-up values, invalid
+    // area codes and phone extensions included), eight rows of nine columns.
+    let bytes: usize = FAKER_ROWS.iter().flatten().map(|v| v.len()).sum();
+    g.throughput(Throughput::Bytes(bytes as u64));
+    g.bench_function("faker_rows_x8", |b| {
+        b.iter(|| {
+            let mut counts = Counts::default();
+            for row in FAKER_ROWS {
+                for (i, v) in row.iter().enumerate() {
+                    let kind = if i == 0 {
+                        FieldKind::Typed
+                    } else {
+                        FieldKind::Text
+                    };
+                    black_box(m.mask_field(&p, black_box(v.as_bytes()), kind, None, &mut counts));
+                }
+            }
+        })
+    });
     g.finish();
 }
+
+/// Test data made up by faker (`bench/mask/pgbench.sh`'s generator, first eight rows).
+const FAKER_ROWS: [[&str; 9]; 8] = [
+    [
+        "1",
+        "Anna Aguilar",
+        "stacie60@example.org",
+        "530.216.6131x86091",
+        "3503082462819487",
+        "GB46VFDS93518190937865",
+        "477-75-7425",
+        "Kevinburgh",
+        "called Holly back, asked to write to christopherevans@example.com instead",
+    ],
+    [
+        "2",
+        "Jason Sherman",
+        "jessica49@example.org",
+        "(776)901-8955",
+        "3511471049746505",
+        "GB53OLFT17034236671276",
+        "563-36-2244",
+        "Shieldsview",
+        "called Jasmine back, asked to write to felicia63@example.org instead",
+    ],
+    [
+        "3",
+        "Ronald White",
+        "thompsonjesse@example.org",
+        "902-868-5995x2890",
+        "6561760313721596",
+        "GB83BDAS28159013962459",
+        "373-61-2013",
+        "Port Tonymouth",
+        "called Timothy back, asked to write to christopher15@example.net instead",
+    ],
+    [
+        "4",
+        "Trevor Cox",
+        "timothy28@example.org",
+        "001-780-584-1485x253",
+        "3536338750047434",
+        "GB74WTLO55131373537990",
+        "491-84-5637",
+        "Port Donnafurt",
+        "called Kimberly back, asked to write to timothywhite@example.net instead",
+    ],
+    [
+        "5",
+        "Angela Moore",
+        "christopher67@example.com",
+        "(702)497-2997",
+        "213100182633041",
+        "GB04GJQH95486205798682",
+        "545-20-8578",
+        "Port Scottburgh",
+        "called Charlotte back, asked to write to geraldwells@example.net instead",
+    ],
+    [
+        "6",
+        "Karen Frank",
+        "hawkinsmark@example.net",
+        "+1-203-334-0187",
+        "30598983478873",
+        "GB05QHWQ48372616751361",
+        "218-86-4961",
+        "Port Ericstad",
+        "called Douglas back, asked to write to tammyrobinson@example.org instead",
+    ],
+    [
+        "7",
+        "Candice Reynolds",
+        "kdyer@example.net",
+        "265.863.5515x05877",
+        "378113114402428",
+        "GB79NVIM28897514026140",
+        "650-12-4269",
+        "New Melissaland",
+        "called Joseph back, asked to write to chavezmatthew@example.net instead",
+    ],
+    [
+        "8",
+        "Joseph Allen",
+        "rmcintosh@example.net",
+        "524-602-3448",
+        "30245040008836",
+        "GB73QPHO16786843353265",
+        "056-17-0234",
+        "Lake Joyceview",
+        "called Ryan back, asked to write to millermaureen@example.net instead",
+    ],
+];
 
 criterion_group!(benches, bench);
 criterion_main!(benches);

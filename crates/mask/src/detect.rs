@@ -15,10 +15,12 @@ use crate::error::MaskError;
 use crate::phone::PhoneRules;
 use crate::validate;
 use portcullis_core::config::CustomDetector;
-use regex_automata::meta::Regex;
+use regex_automata::meta::{Cache, Regex};
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input, MatchKind, PatternID, PatternSet};
+use std::cell::RefCell;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The built-in entity names, as they appear in config, counts and redactions.
 pub const BUILTIN_ENTITIES: &[&str] = &[
@@ -156,7 +158,8 @@ const DETECTORS: &[Detector] = &[
     },
     Detector {
         entity: "PHONE",
-        pattern: r"(?:\+[1-9]|\(|(?-u:\b)[0-9])[0-9 ().-]{5,20}[0-9](?-u:\b)",
+        // An extension (`x253`, ` ext. 12`, `#4`) is part of the number.
+        pattern: r"(?:\+[1-9]|\(|(?-u:\b)[0-9])[0-9 ().-]{5,20}[0-9](?: ?(?i:x|ext\.?|#) ?[0-9]{1,6})?(?-u:\b)",
         check: Check::Phone,
     },
     Detector {
@@ -179,8 +182,34 @@ const DETECTORS: &[Detector] = &[
     },
 ];
 
+/// A scanner's search state on one thread: the automata's caches (the lazy DFA's states
+/// built so far) and a pattern set. Kept per thread rather than taken from the regex's own
+/// pool on every search: a gateway masks every value of every row, and on a thread other
+/// than the pool's first one each take and return goes through a lock.
+struct Caches {
+    scanner: usize,
+    re: Cache,
+    all: Cache,
+    set: PatternSet,
+}
+
+/// Caches of the scanners this thread used last (a few: a reload makes a new scanner, and
+/// the old one's caches age out).
+const CACHED_SCANNERS: usize = 4;
+
+thread_local! {
+    // Boxed: a scan takes its caches out of the list and puts them back, and a meta cache is
+    // kilobytes to move.
+    #[allow(clippy::vec_box)]
+    static CACHES: RefCell<Vec<Box<Caches>>> = const { RefCell::new(Vec::new()) };
+}
+
+static SCANNER_IDS: AtomicUsize = AtomicUsize::new(0);
+
 /// The compiled detector set.
 pub struct Scanner {
+    /// Which scanner a thread's caches belong to.
+    id: usize,
     re: Option<Regex>,
     /// The same patterns with every match reported: which of them match at a given place.
     all: Option<Regex>,
@@ -257,6 +286,7 @@ impl Scanner {
             )
         };
         Ok(Scanner {
+            id: SCANNER_IDS.fetch_add(1, Ordering::Relaxed),
             re,
             all,
             patterns,
@@ -266,14 +296,46 @@ impl Scanner {
     }
 
     /// Calls `found` for every validated finding in `hay`, left to right, never overlapping.
-    pub fn scan(&self, hay: &[u8], mut found: impl FnMut(Finding)) {
+    pub fn scan(&self, hay: &[u8], found: impl FnMut(Finding)) {
         let (Some(re), Some(all)) = (&self.re, &self.all) else {
             return;
         };
-        let mut set = PatternSet::new(re.pattern_len());
+        // Taken out of the thread's list while in use: a scan from inside `found` (none does
+        // today) would get fresh caches rather than a borrow error.
+        let taken = CACHES.with(|c| {
+            let mut list = c.borrow_mut();
+            let i = list.iter().position(|x| x.scanner == self.id)?;
+            Some(list.swap_remove(i))
+        });
+        let mut caches = taken.unwrap_or_else(|| {
+            Box::new(Caches {
+                scanner: self.id,
+                re: re.create_cache(),
+                all: all.create_cache(),
+                set: PatternSet::new(re.pattern_len()),
+            })
+        });
+        self.scan_with(re, all, &mut caches, hay, found);
+        CACHES.with(|c| {
+            let mut list = c.borrow_mut();
+            if list.len() >= CACHED_SCANNERS {
+                list.remove(0);
+            }
+            list.push(caches);
+        });
+    }
+
+    fn scan_with(
+        &self,
+        re: &Regex,
+        all: &Regex,
+        caches: &mut Caches,
+        hay: &[u8],
+        mut found: impl FnMut(Finding),
+    ) {
         let mut at = 0;
         while at < hay.len() {
-            let Some(m) = re.search(&Input::new(hay).range(at..)) else {
+            let Some(m) = re.search_with(&mut caches.re, &Input::new(hay).range(at..)) else {
                 return;
             };
             let start = m.start();
@@ -282,16 +344,18 @@ impl Scanner {
             if hit.is_none() {
                 // Lower-priority detectors that match here: one anchored pass says which, then
                 // each is asked for its own match.
+                let set = &mut caches.set;
                 set.clear();
-                all.which_overlapping_matches(
+                all.which_overlapping_matches_with(
+                    &mut caches.all,
                     &Input::new(hay).range(start..).anchored(Anchored::Yes),
-                    &mut set,
+                    set,
                 );
                 for pid in set.iter().map(|p| p.as_usize()).filter(|&p| p > first) {
                     let input = Input::new(hay)
                         .range(start..)
                         .anchored(Anchored::Pattern(PatternID::new_unchecked(pid)));
-                    if let Some(m2) = re.search(&input) {
+                    if let Some(m2) = re.search_with(&mut caches.re, &input) {
                         hit = self.check(hay, pid, m2.range());
                         if hit.is_some() {
                             break;
@@ -498,6 +562,25 @@ mod tests {
             found("src=b414:4e38:1f73:2956:8bc8:: latency"),
             vec![("IP_ADDRESS".into(), "b414:4e38:1f73:2956:8bc8::".into())]
         );
+    }
+
+    #[test]
+    fn phone_extensions_are_masked_with_the_number() {
+        assert_eq!(
+            found("call 902-868-5995x2890 today"),
+            vec![("PHONE".into(), "902-868-5995x2890".into())]
+        );
+        assert_eq!(
+            found("tel: (201) 555-0123 ext. 12."),
+            vec![("PHONE".into(), "(201) 555-0123 ext. 12".into())]
+        );
+        // Letters after the number that are no extension: the number alone.
+        assert_eq!(
+            found("+1 201 555 0123 extra"),
+            vec![("PHONE".into(), "+1 201 555 0123".into())]
+        );
+        // A hex literal is no extension.
+        assert_eq!(found("mask 0x1F2E3D4C5B"), vec![]);
     }
 
     #[test]

@@ -7,40 +7,85 @@
 //! number-type patterns (fixed line, mobile, toll free, …), each with its possible lengths.
 //! This module applies exactly that rule to the same metadata (the `phonenumber` crate's
 //! database, libphonenumber 9), with the patterns compiled once per country into anchored
-//! automata. Formatting (spaces, dashes, dots, parentheses, a `(0)` trunk marker) is stripped
+//! DFAs. Formatting (spaces, dashes, dots, parentheses, a `(0)` trunk marker) is stripped
 //! by the caller's digit extraction.
 
 use phonenumber::metadata::{Descriptor, Metadata, DATABASE};
-use regex_automata::meta::Regex;
+use regex_automata::dfa::dense::DFA;
+use regex_automata::dfa::{Automaton, StartKind};
+use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// One pattern of a region: its anchored automaton and the lengths it allows.
+/// One pattern of a region: its automaton, the lengths it allows, and which first three
+/// digits it can start with.
 struct Rule {
-    re: Regex,
+    dfa: DFA<Vec<u32>>,
     lengths: Vec<u16>,
+    /// Bit `n` (0..1000): some number starting with the digits of `n` (zero-padded to three)
+    /// can match. Most numbers are refused here without a search: of the 25 regions sharing
+    /// +1, one or two accept a given area code.
+    first3: Box<[u64; 16]>,
 }
 
 impl Rule {
     fn new(d: &Descriptor) -> Option<Rule> {
-        // Whole-string match, as libphonenumber's `matches()`; the metadata is written in
-        // extended (whitespace-insensitive) syntax.
+        // A whole-string match, as libphonenumber's `matches()` (the metadata is written in
+        // extended, whitespace-insensitive syntax). A fully built DFA, anchored at the start:
+        // it needs no cache (no pool to take one from, on any thread). Numbers are ASCII
+        // digits, so `\d` need not be Unicode.
         let source = format!("(?x:{})$", d.national_number().as_str());
-        let re = Regex::new(&source).ok()?;
+        let dfa = DFA::builder()
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .configure(DFA::config().start_kind(StartKind::Anchored))
+            .build(&source)
+            .ok()?;
+        let first3 = first_three(&dfa)?;
         Some(Rule {
-            re,
+            dfa,
             lengths: d.possible_length().to_vec(),
+            first3,
         })
     }
 
     fn matches(&self, national: &str) -> bool {
-        (self.lengths.is_empty() || self.lengths.contains(&(national.len() as u16)))
+        let b = national.as_bytes();
+        if let [x @ b'0'..=b'9', y @ b'0'..=b'9', z @ b'0'..=b'9', ..] = b {
+            let n = (x - b'0') as usize * 100 + (y - b'0') as usize * 10 + (z - b'0') as usize;
+            if self.first3[n / 64] & (1 << (n % 64)) == 0 {
+                return false;
+            }
+        }
+        (self.lengths.is_empty() || self.lengths.contains(&(b.len() as u16)))
             && self
-                .re
-                .search(&Input::new(national).anchored(Anchored::Yes))
-                .is_some()
+                .dfa
+                .try_search_fwd(&Input::new(national).anchored(Anchored::Yes))
+                .is_ok_and(|m| m.is_some())
     }
+}
+
+/// Which three-digit beginnings a pattern can continue from (see `Rule::first3`): the
+/// automaton stepped through each of the 1000, keeping those where it is not dead.
+fn first_three(dfa: &DFA<Vec<u32>>) -> Option<Box<[u64; 16]>> {
+    let mut bits = Box::new([0u64; 16]);
+    for n in 0..1000usize {
+        let digits = [
+            b'0' + (n / 100) as u8,
+            b'0' + (n / 10 % 10) as u8,
+            b'0' + (n % 10) as u8,
+        ];
+        let mut sid = dfa
+            .start_state_forward(&Input::new(&digits).anchored(Anchored::Yes))
+            .ok()?;
+        for &b in &digits {
+            sid = dfa.next_state(sid, b);
+        }
+        if !dfa.is_dead_state(sid) {
+            bits[n / 64] |= 1 << (n % 64);
+        }
+    }
+    Some(bits)
 }
 
 /// The compiled rules of one region.
@@ -180,6 +225,39 @@ impl PhoneRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rule(pattern: &str) -> Rule {
+        let source = format!("(?x:{pattern})$");
+        let dfa = DFA::builder()
+            .syntax(syntax::Config::new().unicode(false).utf8(false))
+            .configure(DFA::config().start_kind(StartKind::Anchored))
+            .build(&source)
+            .expect("compiles");
+        Rule {
+            first3: first_three(&dfa).expect("first three"),
+            dfa,
+            lengths: vec![],
+        }
+    }
+
+    #[test]
+    fn a_rule_matches_whole_numbers_by_any_alternative() {
+        // The first alternative matches a prefix; the second the whole number.
+        let r = rule(r"3\d{6} | [2-9]\d{9}");
+        assert!(r.matches("3123456789"));
+        assert!(r.matches("3123456"));
+        assert!(!r.matches("31234567"));
+        assert!(
+            !r.matches("1123456789"),
+            "refused by its first three digits"
+        );
+        let r = rule(r"20[1-9]\d{7}");
+        assert!(r.matches("2015550123"));
+        assert!(!r.matches("2005550123"));
+        assert!(!r.matches("20"));
+        // Shorter than three digits: searched, not filtered.
+        assert!(rule(r"\d{2}").matches("42"));
+    }
 
     /// The same answers as the phonenumber crate's own parser and validator (but for GB
     /// numbers without their trunk 0, see below).

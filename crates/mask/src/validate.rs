@@ -17,6 +17,32 @@ fn digits(text: &[u8]) -> impl Iterator<Item = u8> + '_ {
     text.iter().filter(|b| b.is_ascii_digit()).map(|b| b - b'0')
 }
 
+/// The digits of a candidate (values 0-9), on the stack: validators run for every candidate
+/// of every value of every row, and no detector's number has more than `MAX_DIGITS`.
+struct Digits {
+    d: [u8; Digits::MAX_DIGITS],
+    n: usize,
+}
+
+impl Digits {
+    const MAX_DIGITS: usize = 40;
+
+    /// `None` when `text` holds more digits than any detector's number.
+    fn of(text: &[u8]) -> Option<Digits> {
+        let mut d = [0u8; Digits::MAX_DIGITS];
+        let mut n = 0;
+        for x in digits(text) {
+            *d.get_mut(n)? = x;
+            n += 1;
+        }
+        Some(Digits { d, n })
+    }
+
+    fn get(&self) -> &[u8] {
+        &self.d[..self.n]
+    }
+}
+
 /// The Luhn (mod 10) check of a digit string.
 pub fn luhn(d: &[u8]) -> bool {
     let mut sum = 0u32;
@@ -80,40 +106,43 @@ pub fn card(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
         return None;
     }
     let text = &hay[m.clone()];
-    let all: Vec<u8> = digits(text).collect();
+    let digits = Digits::of(text)?;
+    let all = digits.get();
     if (13..=19).contains(&all.len())
-        && luhn(&all)
-        && card_issuer(&all)
+        && luhn(all)
+        && card_issuer(all)
         && plausible_card_grouping(text)
     {
         return Some(m);
     }
-    // Cut back at separators: "4111 1111 1111 1111 2024" is a card and a year.
-    let mut n = 0;
-    let mut cuts = Vec::new();
-    for (i, &b) in text.iter().enumerate() {
-        if b.is_ascii_digit() {
-            n += 1;
-        } else if (13..=19).contains(&n) {
-            cuts.push((i, n));
+    // Cut back at separators, the longest first: "4111 1111 1111 1111 2024" is a card and a
+    // year.
+    let mut after = 0;
+    for end in (0..text.len()).rev() {
+        if text[end].is_ascii_digit() {
+            after += 1;
+            continue;
+        }
+        let d = &all[..all.len() - after];
+        if (13..=19).contains(&d.len())
+            && luhn(d)
+            && card_issuer(d)
+            && plausible_card_grouping(&text[..end])
+        {
+            return Some(m.start..m.start + end);
         }
     }
-    cuts.into_iter().rev().find_map(|(end, n)| {
-        let d = &all[..n];
-        (luhn(d) && card_issuer(d) && plausible_card_grouping(&text[..end]))
-            .then(|| m.start..m.start + end)
-    })
+    None
 }
 
 /// Card numbers are written in one piece or in groups of 4 (Amex 4-6-5, Diners 4-6-4): a run
 /// with a separator after every digit or groups of one or two is something else.
 fn plausible_card_grouping(text: &[u8]) -> bool {
-    let groups: Vec<usize> = text
+    let mut groups = text
         .split(|b| !b.is_ascii_digit())
-        .map(|g| g.len())
-        .filter(|&l| l > 0)
-        .collect();
-    groups.len() == 1 || groups.iter().all(|&g| g >= 3)
+        .filter(|g| !g.is_empty());
+    let one = groups.clone().nth(1).is_none();
+    one || groups.all(|g| g.len() >= 3)
 }
 
 /// A US Social Security number, formatted `123-45-6789` (or with spaces or dots, the same
@@ -121,22 +150,19 @@ fn plausible_card_grouping(text: &[u8]) -> bool {
 /// 00, serial 0000, one digit repeated, and the numbers known from advertising.
 pub fn ssn(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
     let text = &hay[m.clone()];
-    let seps: Vec<u8> = text
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_digit())
-        .collect();
-    if seps.len() == 2 && seps[0] != seps[1] {
+    let mut seps = text.iter().filter(|b| !b.is_ascii_digit());
+    let (first, second) = (seps.next(), seps.next());
+    if first.is_some() && second.is_some() && first != second {
         return None;
     }
     if glued_to_number(hay, &m, false) {
         return None;
     }
-    if seps.is_empty() && !near_keyword(hay, m.start, &[b"ssn", b"social", b"soc sec", b"ss#"]) {
+    if first.is_none() && !near_keyword(hay, m.start, &[b"ssn", b"social", b"soc sec", b"ss#"]) {
         // A bare nine-digit number is an SSN only when the text says so.
         return None;
     }
-    ssn_digits(&digits(text).collect::<Vec<_>>()).then_some(m)
+    ssn_digits(Digits::of(text)?.get()).then_some(m)
 }
 
 fn ssn_digits(d: &[u8]) -> bool {
@@ -154,10 +180,9 @@ fn ssn_digits(d: &[u8]) -> bool {
 /// Whether one of `words` (lower case) appears in the 40 bytes before `at`.
 fn near_keyword(hay: &[u8], at: usize, words: &[&[u8]]) -> bool {
     let window = &hay[at.saturating_sub(40)..at];
-    let lower: Vec<u8> = window.iter().map(|b| b.to_ascii_lowercase()).collect();
     words
         .iter()
-        .any(|w| lower.windows(w.len()).any(|x| x == *w))
+        .any(|w| window.windows(w.len()).any(|x| x.eq_ignore_ascii_case(w)))
 }
 
 /// Whether the digits at `m` are one group of a longer number: a digit and a separator
@@ -296,13 +321,16 @@ pub fn iban(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
 
 /// A Brazilian CPF (`123.456.789-09` or 11 digits): both mod-11 check digits.
 pub fn cpf(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
-    let d: Vec<u32> = digits(&hay[m.clone()]).map(u32::from).collect();
+    let digits = Digits::of(&hay[m.clone()])?;
+    let d = digits.get();
     if d.len() != 11 || d.iter().all(|&x| x == d[0]) {
         return None;
     }
     let check = |n: usize| {
-        let sum: u32 = (0..n).map(|i| d[i] * (n as u32 + 1 - i as u32)).sum();
-        (sum * 10 % 11) % 10
+        let sum: u32 = (0..n)
+            .map(|i| d[i] as u32 * (n as u32 + 1 - i as u32))
+            .sum();
+        ((sum * 10 % 11) % 10) as u8
     };
     (check(9) == d[9] && check(10) == d[10]).then_some(m)
 }
@@ -342,11 +370,12 @@ pub fn aadhaar(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
     if glued_to_number(hay, &m, true) {
         return None;
     }
-    let d: Vec<u8> = digits(&hay[m.clone()]).collect();
+    let digits = Digits::of(&hay[m.clone()])?;
+    let d = digits.get();
     if d.len() != 12 || d.iter().eq(d.iter().rev()) {
         return None;
     }
-    verhoeff(&d).then_some(m)
+    verhoeff(d).then_some(m)
 }
 
 /// The Verhoeff check (dihedral group D5) of a digit string ending in its check digit.
@@ -424,7 +453,12 @@ pub fn phone(
     m: Range<usize>,
     rules: &crate::phone::PhoneRules,
 ) -> Option<Range<usize>> {
-    let text = &hay[m.clone()];
+    // An extension is masked with the number but is no part of what is validated.
+    let number_end = hay[m.clone()]
+        .iter()
+        .position(|&b| b.is_ascii_alphabetic() || b == b'#')
+        .map_or(m.end, |i| m.start + i);
+    let text = hay[m.start..number_end].trim_ascii_end();
     let n = text.iter().filter(|b| b.is_ascii_digit()).count();
     if !(7..=15).contains(&n) || looks_like_date(text) {
         return None;
@@ -461,7 +495,7 @@ pub fn phone(
     // nearest such word decides.
     if !plus {
         let mut nearest = None;
-        for (i, w) in preceding_words(hay, m.start, 4).iter().enumerate() {
+        for (i, w) in preceding_words(hay, m.start, 4).enumerate() {
             if w.iter().all(u8::is_ascii_digit) {
                 // Another value in between: the words before it are its context.
                 break;
@@ -478,22 +512,20 @@ pub fn phone(
         if nearest == Some(false) {
             return None;
         }
-        let seps: Vec<u8> = text
-            .iter()
-            .copied()
-            .filter(|b| matches!(b, b' ' | b'-' | b'.'))
-            .collect();
+        let mut seps = text.iter().filter(|b| matches!(b, b' ' | b'-' | b'.'));
+        let (first, second) = (seps.next(), seps.next());
         // `31055.12`: a decimal, not a number written with one dot.
-        if seps == b"." {
+        if first == Some(&b'.') && second.is_none() {
             return None;
         }
-        let shaped = text.starts_with(b"(") || !seps.is_empty();
+        let shaped = text.starts_with(b"(") || first.is_some();
         if !shaped && !text.starts_with(b"0") && nearest != Some(true) {
             return None;
         }
     }
     // `+49 (0)30 …`: the trunk zero in parentheses is not dialled from abroad.
-    let mut digits = String::with_capacity(n);
+    let mut digits = [0u8; 15];
+    let mut k = 0;
     let mut i = 0;
     while i < text.len() {
         if plus && text[i..].starts_with(b"(0)") {
@@ -501,11 +533,13 @@ pub fn phone(
             continue;
         }
         if text[i].is_ascii_digit() {
-            digits.push(text[i] as char);
+            *digits.get_mut(k)? = text[i];
+            k += 1;
         }
         i += 1;
     }
-    rules.valid(&digits, plus).then_some(m)
+    let digits = std::str::from_utf8(&digits[..k]).ok()?;
+    rules.valid(digits, plus).then_some(m)
 }
 
 /// Words that make a bare run of digits a phone number when one of the four words before it
@@ -551,14 +585,12 @@ const NOT_PHONE_WORDS: &[&[u8]] = &[
     b"price",
 ];
 
-/// Up to `n` ASCII words (letters, digits, `_`) before `at`, nearest first, lower case,
-/// within 48 bytes.
-fn preceding_words(hay: &[u8], at: usize, n: usize) -> Vec<Vec<u8>> {
+/// Up to `n` ASCII words (letters, digits, `_`) before `at`, nearest first, within 48 bytes.
+fn preceding_words(hay: &[u8], at: usize, n: usize) -> impl Iterator<Item = &[u8]> {
     let floor = at.saturating_sub(48);
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let mut words = Vec::new();
     let mut i = at;
-    while words.len() < n && i > floor {
+    std::iter::from_fn(move || {
         while i > floor && !word(hay[i - 1]) {
             i -= 1;
         }
@@ -566,32 +598,38 @@ fn preceding_words(hay: &[u8], at: usize, n: usize) -> Vec<Vec<u8>> {
         while i > floor && word(hay[i - 1]) {
             i -= 1;
         }
-        if i < end {
-            words.push(hay[i..end].to_ascii_lowercase());
-        }
-    }
-    words
+        (i < end).then(|| &hay[i..end])
+    })
+    .take(n)
 }
 
+/// Whether `word` starts with one of `prefixes` (lower case), in any case.
 fn starts_with_any(word: &[u8], prefixes: &[&[u8]]) -> bool {
-    prefixes.iter().any(|p| word.starts_with(p))
+    prefixes.iter().any(|p| {
+        word.get(..p.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(p))
+    })
 }
 
-/// Whether `word` is one of `names`, in the plural or as the start of a snake_case name
-/// (`order`, `orders`, `order_id`; not `ordered`, and `cardoso` is no `card`).
+/// Whether `word` is one of `names` (lower case), in any case, in the plural or as the start
+/// of a snake_case name (`order`, `orders`, `order_id`; not `ordered`, and `cardoso` is no
+/// `card`).
 fn names_any(word: &[u8], names: &[&[u8]]) -> bool {
     names.iter().any(|n| {
-        word.strip_prefix(*n)
-            .is_some_and(|rest| rest.is_empty() || rest == b"s" || rest.starts_with(b"_"))
+        word.get(..n.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(n))
+            && {
+                let rest = &word[n.len()..];
+                rest.is_empty() || rest.eq_ignore_ascii_case(b"s") || rest.starts_with(b"_")
+            }
     })
 }
 
 /// Four dot-separated groups of 1-3 digits: an IPv4 address, valid or not, or a version.
 fn dotted_quad(text: &[u8]) -> bool {
-    let groups: Vec<&[u8]> = text.split(|&b| b == b'.').collect();
-    groups.len() == 4
-        && groups
-            .iter()
+    text.split(|&b| b == b'.').count() == 4
+        && text
+            .split(|&b| b == b'.')
             .all(|g| (1..=3).contains(&g.len()) && g.iter().all(u8::is_ascii_digit))
 }
 
@@ -608,15 +646,21 @@ fn cpf_shape(text: &[u8]) -> bool {
 /// `2024-01-15`, `15/01/2024`, `2024.01.15`: a digit group of 4 beside groups of 1-2 digits
 /// joined by `-`, `/` or `.`.
 fn looks_like_date(text: &[u8]) -> bool {
-    let groups: Vec<&[u8]> = text.split(|b| matches!(b, b'-' | b'/' | b'.')).collect();
-    if groups.len() < 3 {
+    // Three consecutive groups at a time.
+    let mut groups = text.split(|b| matches!(b, b'-' | b'/' | b'.'));
+    let (Some(mut a), Some(mut b)) = (groups.next(), groups.next()) else {
         return false;
+    };
+    for c in groups {
+        let (l0, l1, l2) = (a.len(), b.len(), c.len());
+        if (l0 == 4 && l1 <= 2 && l2 >= 1 && c[..l2.min(2)].iter().all(u8::is_ascii_digit))
+            || (l0 <= 2 && l1 <= 2 && l2 >= 4)
+        {
+            return true;
+        }
+        (a, b) = (b, c);
     }
-    groups.windows(3).any(|w| {
-        let l: Vec<usize> = w.iter().map(|g| g.len()).collect();
-        (l[0] == 4 && l[1] <= 2 && l[2] >= 1 && w[2][..l[2].min(2)].iter().all(u8::is_ascii_digit))
-            || (l[0] <= 2 && l[1] <= 2 && l[2] >= 4)
-    })
+    false
 }
 
 /// A secret in `key = value` form: mask the value, keep the key name (the match ends with it).
@@ -821,6 +865,10 @@ mod tests {
             "01481 256789",
             // Bare digits: a trunk 0, or words that say so.
             "02079460123",
+            // Extensions, masked with the number.
+            "902-868-5995x2890",
+            "+1-203-334-0187 ext. 12",
+            "(201) 555-0123 #4",
         ] {
             assert!(p(ok), "{ok} is a phone number");
         }
@@ -837,6 +885,7 @@ mod tests {
             "171.274.846-61",
             "((201) 555-0123",
             "(201 555 0123",
+            "(776) 901-8955x12", // no such area code, extension or not
         ] {
             assert!(!p(bad), "{bad} is not a phone number");
         }
