@@ -128,6 +128,11 @@ impl Profile {
                 .any(|c| c.strategy == MaskStrategy::Keep)
     }
 
+    /// Whether any column rule can apply (a masked profile with column rules).
+    pub fn has_column_rules(&self) -> bool {
+        !self.unmasked && !self.columns.is_empty()
+    }
+
     /// The column rule for a result column named `column`, when the statement reads `tables`
     /// (names as written, possibly schema-qualified). A `table.column` rule beats a bare one.
     pub fn column_rule(&self, column: &str, tables: &[&str]) -> Option<MaskStrategy> {

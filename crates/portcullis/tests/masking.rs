@@ -227,6 +227,24 @@ fn customers_are_masked_and_everything_else_is_identical() {
     let out = python_client("psycopg-param", &gw.url(DB), &[&card]);
     assert!(out.status.success(), "{}", stderr(&out));
 
+    // Renaming or computing a ruled column does not take it out of its rule.
+    for sql in [
+        "SELECT full_name AS who FROM customers ORDER BY id",
+        "SELECT upper(full_name) FROM customers ORDER BY id",
+        "SELECT who FROM (SELECT id, full_name::text AS who FROM customers) c ORDER BY id",
+        "WITH c(who) AS (SELECT full_name FROM customers) SELECT who || '' FROM c",
+    ] {
+        let args = select_args(sql);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let got = rows(&ok(gw.psql(&args)));
+        assert_eq!(got.len(), CUSTOMERS, "{sql}");
+        assert!(
+            got.iter().all(|r| r[0].as_deref() == Some("[REDACTED]")),
+            "{sql}: {:?}",
+            &got[..2]
+        );
+    }
+
     // The raw-data profile: only through the explicit assignment, and recorded as such.
     let raw = gw.psql_as("dba-agent", &dba.key, DB, "prefer", &args);
     let raw = rows(&stdout(&raw));

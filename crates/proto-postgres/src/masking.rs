@@ -72,10 +72,20 @@ impl RowShape {
             let _typlen = r.i16()?;
             let _typmod = r.i32()?;
             let format = r.i16()?;
+            // By the column's name, or by a ruled column its value comes from (`email AS
+            // contact`, `lower(email)`, a subquery's alias).
+            let rule = profile.column_rule(&name, &tables).or_else(|| {
+                let class = class.filter(|_| profile.has_column_rules() && !tables.is_empty())?;
+                class
+                    .sources
+                    .get()
+                    .of(&name)
+                    .find_map(|source| profile.column_rule(source, &tables))
+            });
             columns.push(Column {
                 oid,
                 format,
-                rule: profile.column_rule(&name, &tables),
+                rule,
                 keys: match oid {
                     114 | 3802 => profile.json_key_rules(&tables),
                     _ => None,
@@ -405,6 +415,47 @@ mod tests {
             vec![Some(
                 br#"{"id": 7, "email": "[EMAIL]", "full_name": "Jane \"J\" Doe"}"#.to_vec()
             )]
+        );
+    }
+
+    #[test]
+    fn column_rules_follow_renamed_and_computed_columns() {
+        let s = session();
+        let ruled = |sql: &str, column: &str| {
+            let class = portcullis_policy::sql::classify(sql);
+            let shape = RowShape::parse(
+                &row_description(&[(column, 25, 0)]),
+                &s.profile,
+                Some(&class),
+            )
+            .expect("parses");
+            shape.columns[0].rule
+        };
+        let redact = Some(MaskStrategy::Redact);
+        for (sql, column) in [
+            ("SELECT full_name FROM customers", "full_name"),
+            ("SELECT full_name AS n FROM customers", "n"),
+            ("SELECT full_name::text FROM customers", "full_name"),
+            ("SELECT upper(full_name) FROM customers", "upper"),
+            ("SELECT full_name || '' FROM customers", "?column?"),
+            (
+                "SELECT n FROM (SELECT full_name AS n FROM customers) c",
+                "n",
+            ),
+            (
+                "WITH c(n) AS (SELECT full_name FROM customers) SELECT n FROM c",
+                "n",
+            ),
+            ("SELECT 'x' AS n UNION SELECT full_name FROM customers", "n"),
+        ] {
+            assert_eq!(ruled(sql, column), redact, "{sql}");
+        }
+        // Not the ruled column, or not its table.
+        assert_eq!(ruled("SELECT id AS n FROM customers", "n"), None);
+        assert_eq!(ruled("SELECT full_name AS n FROM orders", "n"), None);
+        assert_eq!(
+            ruled("SELECT count(full_name) AS n FROM customers", "n"),
+            None
         );
     }
 

@@ -16,7 +16,10 @@
 //!   default `search_path` does. `SET search_path` is classified `session` and noted: policies
 //!   that restrict tables should not allow agents to change it.
 
+mod columns;
 mod functions;
+
+pub use columns::{LazySources, ResultSources};
 
 use crate::Action;
 use pg_query::protobuf::node::Node as N;
@@ -83,6 +86,9 @@ pub struct Classification {
     pub functions: BTreeSet<String>,
     pub checks: BTreeSet<(Action, Option<ObjectName>)>,
     pub notes: Vec<String>,
+    /// Where the result columns come from (see `columns`), traced when first asked.
+    #[serde(skip)]
+    pub sources: LazySources,
 }
 
 impl Classification {
@@ -176,6 +182,12 @@ impl PreparedStatements {
 
 /// Classifies SQL text. Never panics; never fails: what it cannot parse is `unknown`.
 pub fn classify(sql: &str) -> Classification {
+    let mut c = classify_text(sql);
+    c.sources = LazySources::new(sql);
+    c
+}
+
+fn classify_text(sql: &str) -> Classification {
     if sql.contains('\0') {
         return Classification::from_statements(vec![StatementClass::unknown(
             "ParseError",

@@ -1,0 +1,407 @@
+//! Where a query's result columns come from: which table columns each output column is
+//! computed from, through aliases, casts, function calls, subqueries, CTEs and set operations.
+//!
+//! Masking applies column rules (`customers.email = "partial"`) by result column name; without
+//! this, `SELECT email AS contact`, `SELECT email::text` or `SELECT x FROM (SELECT email AS x
+//! …) s` would rename a ruled column out of its rule. The answer over-approximates on
+//! purpose: all the query's SELECT lists share one namespace, so an output name that could
+//! carry a ruled column's value is treated as that column (masking too much, never too little).
+//! Only `count(…)` is looked through: it counts values without showing them.
+//!
+//! It walks libpg_query's full parse tree generically (as JSON), so an expression type it has
+//! no case for still has its column references found.
+
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+
+/// For each name a result column of the query can have (lower case), the table column names
+/// (lower case) its value may come from. A plain column reference maps to itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResultSources(BTreeMap<String, BTreeSet<String>>);
+
+impl ResultSources {
+    /// The source column names of the result column `name` (case-insensitive), itself
+    /// excluded.
+    pub fn of(&self, name: &str) -> impl Iterator<Item = &str> {
+        let name = name.to_ascii_lowercase();
+        self.0
+            .get(&name)
+            .into_iter()
+            .flatten()
+            .filter(move |s| **s != name)
+            .map(String::as_str)
+    }
+
+    /// Traces the result columns of `sql`; empty when it does not parse.
+    pub fn of_sql(sql: &str) -> ResultSources {
+        let Ok(parsed) = pg_query::parse(sql, 0) else {
+            return ResultSources::default();
+        };
+        let Ok(tree) = serde_json::to_value(&parsed.protobuf) else {
+            return ResultSources::default();
+        };
+        let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        collect(&tree, &mut map, 0);
+        // Names that refer to other output names (a subquery's alias used outside it) take
+        // those names' sources too, until nothing changes.
+        for _ in 0..MAX_DEPTH {
+            let mut changed = false;
+            let snapshot = map.clone();
+            for sources in map.values_mut() {
+                let more: Vec<String> = sources
+                    .iter()
+                    .filter_map(|s| snapshot.get(s))
+                    .flatten()
+                    .filter(|s| !sources.contains(*s))
+                    .cloned()
+                    .collect();
+                changed |= !more.is_empty();
+                sources.extend(more);
+            }
+            if !changed {
+                break;
+            }
+        }
+        ResultSources(map)
+    }
+}
+
+/// Trees nested deeper than this are not followed further.
+const MAX_DEPTH: usize = 64;
+
+/// Finds every SELECT list in the tree (and the column lists that rename them).
+fn collect(v: &Value, map: &mut BTreeMap<String, BTreeSet<String>>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    match v {
+        Value::Object(o) => {
+            if let Some(select) = o.get("SelectStmt") {
+                let lists = target_lists(select, 0);
+                // Set operations: names from the first branch, values from every branch.
+                if let Some(first) = lists.first() {
+                    for (i, target) in first.iter().enumerate() {
+                        let name = output_name(target);
+                        let entry = map.entry(name).or_default();
+                        for list in &lists {
+                            if let Some(t) = list.get(i) {
+                                entry.extend(references(t));
+                            }
+                        }
+                    }
+                }
+            }
+            // `(SELECT email FROM customers) AS s(contact)`, `WITH c(contact) AS (…)`.
+            let renamed = match (o.get("RangeSubselect"), o.get("CommonTableExpr")) {
+                (Some(r), _) => Some((
+                    r.pointer("/alias/colnames"),
+                    r.pointer("/subquery/node/SelectStmt"),
+                )),
+                (_, Some(c)) => Some((
+                    c.get("aliascolnames"),
+                    c.pointer("/ctequery/node/SelectStmt"),
+                )),
+                _ => None,
+            };
+            if let Some((Some(Value::Array(names)), Some(select))) = renamed {
+                let lists = target_lists(select, 0);
+                for (i, name) in names.iter().enumerate() {
+                    let Some(name) = string_value(name) else {
+                        continue;
+                    };
+                    let entry = map.entry(name).or_default();
+                    for list in &lists {
+                        if let Some(t) = list.get(i) {
+                            entry.extend(references(t));
+                            entry.insert(output_name(t));
+                        }
+                    }
+                }
+            }
+            for child in o.values() {
+                collect(child, map, depth + 1);
+            }
+        }
+        Value::Array(a) => {
+            for child in a {
+                collect(child, map, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The SELECT lists of a SelectStmt: its own, or each branch's for UNION / INTERSECT /
+/// EXCEPT, left to right.
+fn target_lists(select: &Value, depth: usize) -> Vec<Vec<&Value>> {
+    if depth > MAX_DEPTH {
+        return Vec::new();
+    }
+    let branch = |k: &str| select.get(k).filter(|b| b.is_object());
+    match (branch("larg"), branch("rarg")) {
+        (Some(l), Some(r)) => {
+            let mut lists = target_lists(l, depth + 1);
+            lists.extend(target_lists(r, depth + 1));
+            lists
+        }
+        _ => {
+            let targets = select
+                .get("target_list")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|n| n.pointer("/node/ResTarget"))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            vec![targets]
+        }
+    }
+}
+
+/// The name PostgreSQL gives a result column (its alias, else what its expression is named
+/// after: the column, the function, the cast's argument), lower case; `?column?` otherwise.
+fn output_name(target: &Value) -> String {
+    if let Some(name) = target.get("name").and_then(Value::as_str) {
+        if !name.is_empty() {
+            return name.to_ascii_lowercase();
+        }
+    }
+    target
+        .pointer("/val/node")
+        .and_then(|n| expression_name(n, 0))
+        .unwrap_or_else(|| "?column?".into())
+}
+
+fn expression_name(node: &Value, depth: usize) -> Option<String> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    if let Some(c) = node.get("ColumnRef") {
+        return column_name(c);
+    }
+    if let Some(f) = node.get("FuncCall") {
+        return f
+            .get("funcname")?
+            .as_array()?
+            .last()?
+            .pointer("/node/String/sval")?
+            .as_str()
+            .map(str::to_ascii_lowercase);
+    }
+    if let Some(t) = node.get("TypeCast") {
+        return expression_name(t.pointer("/arg/node")?, depth + 1).or_else(|| {
+            t.pointer("/type_name/names")?
+                .as_array()?
+                .last()?
+                .pointer("/node/String/sval")?
+                .as_str()
+                .map(str::to_ascii_lowercase)
+        });
+    }
+    for (key, name) in [
+        ("CaseExpr", "case"),
+        ("CoalesceExpr", "coalesce"),
+        ("NullIfExpr", "nullif"),
+    ] {
+        if node.get(key).is_some() {
+            return Some(name.into());
+        }
+    }
+    None
+}
+
+/// Every column name referenced in a SELECT list entry's expression, lower case; not inside
+/// `count(…)`.
+fn references(target: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    if let Some(val) = target.get("val") {
+        refs_in(val, &mut out, 0);
+    }
+    out
+}
+
+fn refs_in(v: &Value, out: &mut BTreeSet<String>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    match v {
+        Value::Object(o) => {
+            if let Some(c) = o.get("ColumnRef") {
+                out.extend(column_name(c));
+                return;
+            }
+            if let Some(f) = o.get("FuncCall") {
+                let name = f
+                    .pointer("/funcname")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.last())
+                    .and_then(|n| n.pointer("/node/String/sval"))
+                    .and_then(Value::as_str);
+                if name.is_some_and(|n| n.eq_ignore_ascii_case("count")) {
+                    return;
+                }
+            }
+            for child in o.values() {
+                refs_in(child, out, depth + 1);
+            }
+        }
+        Value::Array(a) => {
+            for child in a {
+                refs_in(child, out, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The column a ColumnRef names (its last name: `c.email` is `email`); `None` for `*`.
+fn column_name(column_ref: &Value) -> Option<String> {
+    column_ref
+        .get("fields")?
+        .as_array()?
+        .last()?
+        .pointer("/node/String/sval")?
+        .as_str()
+        .map(str::to_ascii_lowercase)
+}
+
+fn string_value(node: &Value) -> Option<String> {
+    node.pointer("/node/String/sval")
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase)
+}
+
+/// [`ResultSources`] of a classified statement, traced the first time masking asks (a full
+/// parse, needed only when a profile has column rules).
+#[derive(Clone, Default)]
+pub struct LazySources {
+    sql: Option<Arc<str>>,
+    sources: Arc<OnceLock<ResultSources>>,
+}
+
+impl LazySources {
+    pub(crate) fn new(sql: &str) -> LazySources {
+        LazySources {
+            sql: Some(sql.into()),
+            sources: Arc::default(),
+        }
+    }
+
+    pub fn get(&self) -> &ResultSources {
+        self.sources.get_or_init(|| {
+            self.sql
+                .as_deref()
+                .map(ResultSources::of_sql)
+                .unwrap_or_default()
+        })
+    }
+}
+
+impl std::fmt::Debug for LazySources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LazySources")
+    }
+}
+
+/// Derived from the statement text, which the classification is of: never part of its
+/// identity.
+impl PartialEq for LazySources {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for LazySources {}
+
+impl std::hash::Hash for LazySources {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(sql: &str, name: &str) -> Vec<String> {
+        ResultSources::of_sql(sql)
+            .of(name)
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn result_columns_are_traced_to_table_columns() {
+        let s = |sql: &str, name: &str| sources(sql, name);
+        assert_eq!(
+            s("SELECT email AS contact FROM customers", "contact"),
+            ["email"]
+        );
+        assert_eq!(
+            s("SELECT email AS \"Contact\" FROM customers", "Contact"),
+            ["email"]
+        );
+        assert_eq!(
+            s("SELECT email::text FROM customers", "email"),
+            Vec::<String>::new()
+        );
+        assert_eq!(s("SELECT lower(email) FROM customers", "lower"), ["email"]);
+        assert_eq!(
+            s(
+                "SELECT upper(full_name)::varchar(20) AS n FROM customers",
+                "n"
+            ),
+            ["full_name"]
+        );
+        assert_eq!(
+            s("SELECT coalesce(email, phone) FROM customers", "coalesce"),
+            ["email", "phone"]
+        );
+        assert_eq!(
+            s("SELECT email || '' FROM customers", "?column?"),
+            ["email"]
+        );
+        assert_eq!(
+            s("SELECT x FROM (SELECT email AS x FROM customers) s", "x"),
+            ["email"]
+        );
+        assert_eq!(
+            s(
+                "SELECT y FROM (SELECT lower(email) AS x FROM customers) s(y)",
+                "y"
+            ),
+            ["email", "x"]
+        );
+        assert_eq!(
+            s(
+                "WITH c(y) AS (SELECT email FROM customers) SELECT y AS z FROM c",
+                "z"
+            ),
+            ["email", "y"]
+        );
+        assert_eq!(
+            s(
+                "SELECT id AS v FROM orders UNION ALL SELECT email FROM customers",
+                "v"
+            ),
+            ["email", "id"]
+        );
+        assert_eq!(
+            s("SELECT (SELECT email FROM customers LIMIT 1) AS e", "e"),
+            ["email"]
+        );
+        assert_eq!(
+            s(
+                "SELECT CASE WHEN true THEN email END AS e FROM customers",
+                "e"
+            ),
+            ["email"]
+        );
+        // Counting shows no value.
+        assert_eq!(
+            s("SELECT count(email) AS n FROM customers", "n"),
+            Vec::<String>::new()
+        );
+        assert_eq!(s("not sql at all", "x"), Vec::<String>::new());
+    }
+}
