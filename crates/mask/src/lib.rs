@@ -133,6 +133,23 @@ impl Profile {
         !self.unmasked && !self.columns.is_empty()
     }
 
+    /// The rule for a whole row of `table` (a record holding every column): the first rule
+    /// naming one of its columns, or a bare one.
+    pub fn row_rule(&self, table: &str) -> Option<MaskStrategy> {
+        if self.unmasked {
+            return None;
+        }
+        let base = table.rsplit('.').next().unwrap_or(table);
+        let of_table = self.columns.iter().find(|r| {
+            r.table
+                .as_deref()
+                .is_some_and(|t| t.eq_ignore_ascii_case(base))
+        });
+        of_table
+            .or_else(|| self.columns.iter().find(|r| r.table.is_none()))
+            .map(|r| r.strategy)
+    }
+
     /// The column rule for a result column named `column`, when the statement reads `tables`
     /// (names as written, possibly schema-qualified). A `table.column` rule beats a bare one.
     pub fn column_rule(&self, column: &str, tables: &[&str]) -> Option<MaskStrategy> {

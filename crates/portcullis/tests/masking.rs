@@ -233,6 +233,8 @@ fn customers_are_masked_and_everything_else_is_identical() {
         "SELECT upper(full_name) FROM customers ORDER BY id",
         "SELECT who FROM (SELECT id, full_name::text AS who FROM customers) c ORDER BY id",
         "WITH c(who) AS (SELECT full_name FROM customers) SELECT who || '' FROM c",
+        // A whole row in record syntax holds the name.
+        "SELECT c FROM customers c ORDER BY id",
     ] {
         let args = select_args(sql);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

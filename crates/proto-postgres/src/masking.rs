@@ -80,7 +80,12 @@ impl RowShape {
                     .sources
                     .get()
                     .of(&name)
-                    .find_map(|source| profile.column_rule(source, &tables))
+                    .find_map(|source| match source.strip_suffix(".*") {
+                        // JSON of a whole row (`to_jsonb(c)`) is masked by key, below.
+                        Some(_) if matches!(oid, 114 | 3802) => None,
+                        Some(table) => profile.row_rule(table),
+                        None => profile.column_rule(source, &tables),
+                    })
             });
             columns.push(Column {
                 oid,
@@ -450,6 +455,9 @@ mod tests {
         ] {
             assert_eq!(ruled(sql, column), redact, "{sql}");
         }
+        // A whole customers row holds the ruled column.
+        assert_eq!(ruled("SELECT c FROM customers c", "c"), redact);
+        assert_eq!(ruled("SELECT o FROM orders o", "o"), None);
         // Not the ruled column, or not its table.
         assert_eq!(ruled("SELECT id AS n FROM customers", "n"), None);
         assert_eq!(ruled("SELECT full_name AS n FROM orders", "n"), None);

@@ -6,7 +6,8 @@
 //! …) s` would rename a ruled column out of its rule. The answer over-approximates on
 //! purpose: all the query's SELECT lists share one namespace, so an output name that could
 //! carry a ruled column's value is treated as that column (masking too much, never too little).
-//! Only `count(…)` is looked through: it counts values without showing them.
+//! Only `count(…)` is looked through: it counts values without showing them. A whole row
+//! (`SELECT c FROM customers c`, `c::text`) is a source named `customers.*`.
 //!
 //! It walks libpg_query's full parse tree generically (as JSON), so an expression type it has
 //! no case for still has its column references found.
@@ -78,6 +79,10 @@ fn collect(v: &Value, map: &mut BTreeMap<String, BTreeSet<String>>, depth: usize
     match v {
         Value::Object(o) => {
             if let Some(select) = o.get("SelectStmt") {
+                let mut tables = BTreeMap::new();
+                if let Some(from) = select.get("from_clause") {
+                    from_tables(from, &mut tables, 0);
+                }
                 let lists = target_lists(select, 0);
                 // Set operations: names from the first branch, values from every branch.
                 if let Some(first) = lists.first() {
@@ -87,6 +92,13 @@ fn collect(v: &Value, map: &mut BTreeMap<String, BTreeSet<String>>, depth: usize
                         for list in &lists {
                             if let Some(t) = list.get(i) {
                                 entry.extend(references(t));
+                                // A reference to a FROM item's name is its whole row.
+                                entry.extend(
+                                    references(t)
+                                        .iter()
+                                        .filter_map(|r| tables.get(r))
+                                        .map(|table| format!("{table}.*")),
+                                );
                             }
                         }
                     }
@@ -126,6 +138,42 @@ fn collect(v: &Value, map: &mut BTreeMap<String, BTreeSet<String>>, depth: usize
         Value::Array(a) => {
             for child in a {
                 collect(child, map, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The tables a FROM list reads, by the name a query refers to them with (alias, else the
+/// table's own name), lower case.
+fn from_tables(v: &Value, out: &mut BTreeMap<String, String>, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    match v {
+        Value::Object(o) => {
+            if let Some(r) = o.get("RangeVar") {
+                if let Some(table) = r.get("relname").and_then(Value::as_str) {
+                    let table = table.to_ascii_lowercase();
+                    let alias = r
+                        .pointer("/alias/aliasname")
+                        .and_then(Value::as_str)
+                        .map(str::to_ascii_lowercase);
+                    out.insert(alias.unwrap_or_else(|| table.clone()), table);
+                }
+                return;
+            }
+            // Subqueries have their own FROM lists.
+            if o.contains_key("RangeSubselect") {
+                return;
+            }
+            for child in o.values() {
+                from_tables(child, out, depth + 1);
+            }
+        }
+        Value::Array(a) => {
+            for child in a {
+                from_tables(child, out, depth + 1);
             }
         }
         _ => {}
@@ -396,6 +444,18 @@ mod tests {
                 "e"
             ),
             ["email"]
+        );
+        assert_eq!(s("SELECT c FROM customers c", "c"), ["customers.*"]);
+        assert_eq!(
+            s(
+                "SELECT c::text AS r FROM orders o JOIN customers c ON true",
+                "r"
+            ),
+            ["c", "customers.*"]
+        );
+        assert_eq!(
+            s("SELECT customers FROM customers", "customers"),
+            ["customers.*"]
         );
         // Counting shows no value.
         assert_eq!(
