@@ -10,7 +10,9 @@
 //! (`SELECT c FROM customers c`, `c::text`) is a source named `customers.*`.
 //!
 //! It walks libpg_query's full parse tree generically (as JSON), so an expression type it has
-//! no case for still has its column references found.
+//! no case for still has its column references found. A statement too deeply nested to
+//! follow whole is [`ResultSources::untraced`]: masking then treats every result column as
+//! holding any ruled column of the tables read.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,14 +21,17 @@ use std::sync::{Arc, OnceLock};
 /// For each name a result column of the query can have (lower case), the table column names
 /// (lower case) its value may come from. A plain column reference maps to itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ResultSources(BTreeMap<String, BTreeSet<String>>);
+pub struct ResultSources {
+    map: BTreeMap<String, BTreeSet<String>>,
+    untraced: bool,
+}
 
 impl ResultSources {
     /// The source column names of the result column `name` (case-insensitive), itself
     /// excluded.
     pub fn of(&self, name: &str) -> impl Iterator<Item = &str> {
         let name = name.to_ascii_lowercase();
-        self.0
+        self.map
             .get(&name)
             .into_iter()
             .flatten()
@@ -34,18 +39,30 @@ impl ResultSources {
             .map(String::as_str)
     }
 
-    /// Traces the result columns of `sql`; empty when it does not parse.
+    /// Whether the statement was too deeply nested to trace whole (see the module docs).
+    pub fn untraced(&self) -> bool {
+        self.untraced
+    }
+
+    /// Traces the result columns of `sql`; untraced when it does not parse here (the
+    /// parser's stack may be smaller than the server's).
     pub fn of_sql(sql: &str) -> ResultSources {
+        let untraced = ResultSources {
+            untraced: true,
+            ..ResultSources::default()
+        };
         let Ok(parsed) = pg_query::parse(sql, 0) else {
-            return ResultSources::default();
+            return untraced;
         };
         let Ok(tree) = serde_json::to_value(&parsed.protobuf) else {
-            return ResultSources::default();
+            return untraced;
         };
         let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        collect(&tree, &mut map, 0);
+        let mut deep = false;
+        collect(&tree, &mut map, 0, &mut deep);
         // Names that refer to other output names (a subquery's alias used outside it) take
         // those names' sources too, until nothing changes.
+        let mut settled = false;
         for _ in 0..MAX_DEPTH {
             let mut changed = false;
             let snapshot = map.clone();
@@ -61,19 +78,26 @@ impl ResultSources {
                 sources.extend(more);
             }
             if !changed {
+                settled = true;
                 break;
             }
         }
-        ResultSources(map)
+        ResultSources {
+            map,
+            untraced: deep || !settled,
+        }
     }
 }
 
-/// Trees nested deeper than this are not followed further.
-const MAX_DEPTH: usize = 64;
+/// Parse trees nested deeper than this (JSON levels: each level of SQL nesting takes about
+/// eight) are not followed further, and the statement is untraced. libpg_query's own tree
+/// decoder gives up sooner (about 25 nested subqueries), which is untraced too.
+const MAX_DEPTH: usize = 400;
 
 /// Finds every SELECT list in the tree (and the column lists that rename them).
-fn collect(v: &Value, map: &mut BTreeMap<String, BTreeSet<String>>, depth: usize) {
+fn collect(v: &Value, map: &mut BTreeMap<String, BTreeSet<String>>, depth: usize, deep: &mut bool) {
     if depth > MAX_DEPTH {
+        *deep = true;
         return;
     }
     match v {
@@ -81,9 +105,9 @@ fn collect(v: &Value, map: &mut BTreeMap<String, BTreeSet<String>>, depth: usize
             if let Some(select) = o.get("SelectStmt") {
                 let mut tables = BTreeMap::new();
                 if let Some(from) = select.get("from_clause") {
-                    from_tables(from, &mut tables, 0);
+                    from_tables(from, &mut tables, 0, deep);
                 }
-                let lists = target_lists(select, 0);
+                let lists = target_lists(select, 0, deep);
                 // Set operations: names from the first branch, values from every branch.
                 if let Some(first) = lists.first() {
                     for (i, target) in first.iter().enumerate() {
@@ -91,14 +115,14 @@ fn collect(v: &Value, map: &mut BTreeMap<String, BTreeSet<String>>, depth: usize
                         let entry = map.entry(name).or_default();
                         for list in &lists {
                             if let Some(t) = list.get(i) {
-                                entry.extend(references(t));
+                                let refs = references(t, deep);
                                 // A reference to a FROM item's name is its whole row.
                                 entry.extend(
-                                    references(t)
-                                        .iter()
+                                    refs.iter()
                                         .filter_map(|r| tables.get(r))
                                         .map(|table| format!("{table}.*")),
                                 );
+                                entry.extend(refs);
                             }
                         }
                     }
@@ -117,7 +141,7 @@ fn collect(v: &Value, map: &mut BTreeMap<String, BTreeSet<String>>, depth: usize
                 _ => None,
             };
             if let Some((Some(Value::Array(names)), Some(select))) = renamed {
-                let lists = target_lists(select, 0);
+                let lists = target_lists(select, 0, deep);
                 for (i, name) in names.iter().enumerate() {
                     let Some(name) = string_value(name) else {
                         continue;
@@ -125,19 +149,19 @@ fn collect(v: &Value, map: &mut BTreeMap<String, BTreeSet<String>>, depth: usize
                     let entry = map.entry(name).or_default();
                     for list in &lists {
                         if let Some(t) = list.get(i) {
-                            entry.extend(references(t));
+                            entry.extend(references(t, deep));
                             entry.insert(output_name(t));
                         }
                     }
                 }
             }
             for child in o.values() {
-                collect(child, map, depth + 1);
+                collect(child, map, depth + 1, deep);
             }
         }
         Value::Array(a) => {
             for child in a {
-                collect(child, map, depth + 1);
+                collect(child, map, depth + 1, deep);
             }
         }
         _ => {}
@@ -146,8 +170,9 @@ fn collect(v: &Value, map: &mut BTreeMap<String, BTreeSet<String>>, depth: usize
 
 /// The tables a FROM list reads, by the name a query refers to them with (alias, else the
 /// table's own name), lower case.
-fn from_tables(v: &Value, out: &mut BTreeMap<String, String>, depth: usize) {
+fn from_tables(v: &Value, out: &mut BTreeMap<String, String>, depth: usize, deep: &mut bool) {
     if depth > MAX_DEPTH {
+        *deep = true;
         return;
     }
     match v {
@@ -168,12 +193,12 @@ fn from_tables(v: &Value, out: &mut BTreeMap<String, String>, depth: usize) {
                 return;
             }
             for child in o.values() {
-                from_tables(child, out, depth + 1);
+                from_tables(child, out, depth + 1, deep);
             }
         }
         Value::Array(a) => {
             for child in a {
-                from_tables(child, out, depth + 1);
+                from_tables(child, out, depth + 1, deep);
             }
         }
         _ => {}
@@ -182,15 +207,16 @@ fn from_tables(v: &Value, out: &mut BTreeMap<String, String>, depth: usize) {
 
 /// The SELECT lists of a SelectStmt: its own, or each branch's for UNION / INTERSECT /
 /// EXCEPT, left to right.
-fn target_lists(select: &Value, depth: usize) -> Vec<Vec<&Value>> {
+fn target_lists<'a>(select: &'a Value, depth: usize, deep: &mut bool) -> Vec<Vec<&'a Value>> {
     if depth > MAX_DEPTH {
+        *deep = true;
         return Vec::new();
     }
     let branch = |k: &str| select.get(k).filter(|b| b.is_object());
     match (branch("larg"), branch("rarg")) {
         (Some(l), Some(r)) => {
-            let mut lists = target_lists(l, depth + 1);
-            lists.extend(target_lists(r, depth + 1));
+            let mut lists = target_lists(l, depth + 1, deep);
+            lists.extend(target_lists(r, depth + 1, deep));
             lists
         }
         _ => {
@@ -262,16 +288,17 @@ fn expression_name(node: &Value, depth: usize) -> Option<String> {
 
 /// Every column name referenced in a SELECT list entry's expression, lower case; not inside
 /// `count(…)`.
-fn references(target: &Value) -> BTreeSet<String> {
+fn references(target: &Value, deep: &mut bool) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     if let Some(val) = target.get("val") {
-        refs_in(val, &mut out, 0);
+        refs_in(val, &mut out, 0, deep);
     }
     out
 }
 
-fn refs_in(v: &Value, out: &mut BTreeSet<String>, depth: usize) {
+fn refs_in(v: &Value, out: &mut BTreeSet<String>, depth: usize, deep: &mut bool) {
     if depth > MAX_DEPTH {
+        *deep = true;
         return;
     }
     match v {
@@ -292,12 +319,12 @@ fn refs_in(v: &Value, out: &mut BTreeSet<String>, depth: usize) {
                 }
             }
             for child in o.values() {
-                refs_in(child, out, depth + 1);
+                refs_in(child, out, depth + 1, deep);
             }
         }
         Value::Array(a) => {
             for child in a {
-                refs_in(child, out, depth + 1);
+                refs_in(child, out, depth + 1, deep);
             }
         }
         _ => {}
@@ -463,5 +490,31 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(s("not sql at all", "x"), Vec::<String>::new());
+        assert!(ResultSources::of_sql("not sql at all").untraced());
+    }
+
+    #[test]
+    fn nesting_too_deep_to_follow_is_untraced() {
+        let nest = |n: usize| {
+            let mut sql = "SELECT full_name AS x FROM customers".to_string();
+            for _ in 0..n {
+                sql = format!("SELECT x FROM ({sql}) s");
+            }
+            sql
+        };
+        for n in [5, 20] {
+            let traced = ResultSources::of_sql(&nest(n));
+            assert!(!traced.untraced(), "{n}");
+            assert_eq!(traced.of("x").collect::<Vec<_>>(), ["full_name"], "{n}");
+        }
+        // libpg_query's tree decoder stops at about 25 levels of subqueries; the walk here
+        // would stop at about 50.
+        for n in [30, 80] {
+            let deep = ResultSources::of_sql(&nest(n));
+            assert!(
+                deep.untraced(),
+                "{n}: too deep to follow, masking must assume the worst"
+            );
+        }
     }
 }
