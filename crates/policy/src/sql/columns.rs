@@ -59,7 +59,7 @@ impl ResultSources {
         };
         let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut deep = false;
-        collect(&tree, &mut map, 0, &mut deep);
+        collect(&tree, &mut map, &mut deep);
         // Names that refer to other output names (a subquery's alias used outside it) take
         // those names' sources too, until nothing changes.
         let mut settled = false;
@@ -94,115 +94,105 @@ impl ResultSources {
 /// decoder gives up sooner (about 25 nested subqueries), which is untraced too.
 const MAX_DEPTH: usize = 400;
 
-/// Finds every SELECT list in the tree (and the column lists that rename them).
-fn collect(v: &Value, map: &mut BTreeMap<String, BTreeSet<String>>, depth: usize, deep: &mut bool) {
+/// Walks a parse tree depth first: `visit` sees every JSON object and says whether to go on
+/// into it. Past `MAX_DEPTH` the walk stops and sets `deep`.
+fn walk(
+    v: &Value,
+    depth: usize,
+    deep: &mut bool,
+    visit: &mut dyn FnMut(&serde_json::Map<String, Value>, &mut bool) -> bool,
+) {
     if depth > MAX_DEPTH {
         *deep = true;
         return;
     }
     match v {
-        Value::Object(o) => {
-            if let Some(select) = o.get("SelectStmt") {
-                let mut tables = BTreeMap::new();
-                if let Some(from) = select.get("from_clause") {
-                    from_tables(from, &mut tables, 0, deep);
-                }
-                let lists = target_lists(select, 0, deep);
-                // Set operations: names from the first branch, values from every branch.
-                if let Some(first) = lists.first() {
-                    for (i, target) in first.iter().enumerate() {
-                        let name = output_name(target);
-                        let entry = map.entry(name).or_default();
-                        for list in &lists {
-                            if let Some(t) = list.get(i) {
-                                let refs = references(t, deep);
-                                // A reference to a FROM item's name is its whole row.
-                                entry.extend(
-                                    refs.iter()
-                                        .filter_map(|r| tables.get(r))
-                                        .map(|table| format!("{table}.*")),
-                                );
-                                entry.extend(refs);
-                            }
-                        }
-                    }
-                }
-            }
-            // `(SELECT email FROM customers) AS s(contact)`, `WITH c(contact) AS (…)`.
-            let renamed = match (o.get("RangeSubselect"), o.get("CommonTableExpr")) {
-                (Some(r), _) => Some((
-                    r.pointer("/alias/colnames"),
-                    r.pointer("/subquery/node/SelectStmt"),
-                )),
-                (_, Some(c)) => Some((
-                    c.get("aliascolnames"),
-                    c.pointer("/ctequery/node/SelectStmt"),
-                )),
-                _ => None,
-            };
-            if let Some((Some(Value::Array(names)), Some(select))) = renamed {
-                let lists = target_lists(select, 0, deep);
-                for (i, name) in names.iter().enumerate() {
-                    let Some(name) = string_value(name) else {
-                        continue;
-                    };
-                    let entry = map.entry(name).or_default();
-                    for list in &lists {
-                        if let Some(t) = list.get(i) {
-                            entry.extend(references(t, deep));
-                            entry.insert(output_name(t));
-                        }
-                    }
-                }
-            }
+        Value::Object(o) if visit(o, deep) => {
             for child in o.values() {
-                collect(child, map, depth + 1, deep);
+                walk(child, depth + 1, deep, visit);
             }
         }
         Value::Array(a) => {
             for child in a {
-                collect(child, map, depth + 1, deep);
+                walk(child, depth + 1, deep, visit);
             }
         }
         _ => {}
     }
 }
 
-/// The tables a FROM list reads, by the name a query refers to them with (alias, else the
-/// table's own name), lower case.
-fn from_tables(v: &Value, out: &mut BTreeMap<String, String>, depth: usize, deep: &mut bool) {
-    if depth > MAX_DEPTH {
-        *deep = true;
-        return;
-    }
-    match v {
-        Value::Object(o) => {
-            if let Some(r) = o.get("RangeVar") {
-                if let Some(table) = r.get("relname").and_then(Value::as_str) {
-                    let table = table.to_ascii_lowercase();
-                    let alias = r
-                        .pointer("/alias/aliasname")
-                        .and_then(Value::as_str)
-                        .map(str::to_ascii_lowercase);
-                    out.insert(alias.unwrap_or_else(|| table.clone()), table);
+/// Finds every SELECT list in the tree (and the column lists that rename them).
+fn collect(tree: &Value, map: &mut BTreeMap<String, BTreeSet<String>>, deep: &mut bool) {
+    walk(tree, 0, deep, &mut |o, deep| {
+        if let Some(select) = o.get("SelectStmt") {
+            let mut tables = BTreeMap::new();
+            if let Some(from) = select.get("from_clause") {
+                from_tables(from, &mut tables, deep);
+            }
+            let lists = target_lists(select, 0, deep);
+            // Set operations: names from the first branch, values from every branch.
+            if let Some(first) = lists.first() {
+                for (i, target) in first.iter().enumerate() {
+                    let entry = map.entry(output_name(target)).or_default();
+                    for t in lists.iter().filter_map(|list| list.get(i)) {
+                        let refs = references(t, deep);
+                        // A reference to a FROM item's name is its whole row.
+                        entry.extend(
+                            refs.iter()
+                                .filter_map(|r| tables.get(r))
+                                .map(|table| format!("{table}.*")),
+                        );
+                        entry.extend(refs);
+                    }
                 }
-                return;
-            }
-            // Subqueries have their own FROM lists.
-            if o.contains_key("RangeSubselect") {
-                return;
-            }
-            for child in o.values() {
-                from_tables(child, out, depth + 1, deep);
             }
         }
-        Value::Array(a) => {
-            for child in a {
-                from_tables(child, out, depth + 1, deep);
+        // `(SELECT email FROM customers) AS s(contact)`, `WITH c(contact) AS (…)`.
+        let renamed = match (o.get("RangeSubselect"), o.get("CommonTableExpr")) {
+            (Some(r), _) => Some((
+                r.pointer("/alias/colnames"),
+                r.pointer("/subquery/node/SelectStmt"),
+            )),
+            (_, Some(c)) => Some((
+                c.get("aliascolnames"),
+                c.pointer("/ctequery/node/SelectStmt"),
+            )),
+            _ => None,
+        };
+        if let Some((Some(Value::Array(names)), Some(select))) = renamed {
+            let lists = target_lists(select, 0, deep);
+            for (i, name) in names.iter().enumerate() {
+                let Some(name) = string_value(name) else {
+                    continue;
+                };
+                let entry = map.entry(name).or_default();
+                for t in lists.iter().filter_map(|list| list.get(i)) {
+                    entry.extend(references(t, deep));
+                    entry.insert(output_name(t));
+                }
             }
         }
-        _ => {}
-    }
+        true
+    });
+}
+
+/// The tables a FROM list reads, by the name a query refers to them with (alias, else the
+/// table's own name), lower case. Subqueries have their own FROM lists.
+fn from_tables(from: &Value, out: &mut BTreeMap<String, String>, deep: &mut bool) {
+    walk(from, 0, deep, &mut |o, _| {
+        if let Some(r) = o.get("RangeVar") {
+            if let Some(table) = r.get("relname").and_then(Value::as_str) {
+                let table = table.to_ascii_lowercase();
+                let alias = r
+                    .pointer("/alias/aliasname")
+                    .and_then(Value::as_str)
+                    .map(str::to_ascii_lowercase);
+                out.insert(alias.unwrap_or_else(|| table.clone()), table);
+            }
+            return false;
+        }
+        !o.contains_key("RangeSubselect")
+    });
 }
 
 /// The SELECT lists of a SelectStmt: its own, or each branch's for UNION / INTERSECT /
@@ -256,23 +246,11 @@ fn expression_name(node: &Value, depth: usize) -> Option<String> {
         return column_name(c);
     }
     if let Some(f) = node.get("FuncCall") {
-        return f
-            .get("funcname")?
-            .as_array()?
-            .last()?
-            .pointer("/node/String/sval")?
-            .as_str()
-            .map(str::to_ascii_lowercase);
+        return function_name(f);
     }
     if let Some(t) = node.get("TypeCast") {
-        return expression_name(t.pointer("/arg/node")?, depth + 1).or_else(|| {
-            t.pointer("/type_name/names")?
-                .as_array()?
-                .last()?
-                .pointer("/node/String/sval")?
-                .as_str()
-                .map(str::to_ascii_lowercase)
-        });
+        return expression_name(t.pointer("/arg/node")?, depth + 1)
+            .or_else(|| last_name(t.get("type_name")?, "names"));
     }
     for (key, name) in [
         ("CaseExpr", "case"),
@@ -291,57 +269,35 @@ fn expression_name(node: &Value, depth: usize) -> Option<String> {
 fn references(target: &Value, deep: &mut bool) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     if let Some(val) = target.get("val") {
-        refs_in(val, &mut out, 0, deep);
+        walk(val, 0, deep, &mut |o, _| {
+            if let Some(c) = o.get("ColumnRef") {
+                out.extend(column_name(c));
+                return false;
+            }
+            o.get("FuncCall")
+                .and_then(function_name)
+                .is_none_or(|n| n != "count")
+        });
     }
     out
 }
 
-fn refs_in(v: &Value, out: &mut BTreeSet<String>, depth: usize, deep: &mut bool) {
-    if depth > MAX_DEPTH {
-        *deep = true;
-        return;
-    }
-    match v {
-        Value::Object(o) => {
-            if let Some(c) = o.get("ColumnRef") {
-                out.extend(column_name(c));
-                return;
-            }
-            if let Some(f) = o.get("FuncCall") {
-                let name = f
-                    .pointer("/funcname")
-                    .and_then(Value::as_array)
-                    .and_then(|a| a.last())
-                    .and_then(|n| n.pointer("/node/String/sval"))
-                    .and_then(Value::as_str);
-                if name.is_some_and(|n| n.eq_ignore_ascii_case("count")) {
-                    return;
-                }
-            }
-            for child in o.values() {
-                refs_in(child, out, depth + 1, deep);
-            }
-        }
-        Value::Array(a) => {
-            for child in a {
-                refs_in(child, out, depth + 1, deep);
-            }
-        }
-        _ => {}
-    }
+/// The last name of a list of names, lower case: the function a FuncCall calls
+/// (`pg_catalog.lower` is `lower`), the column a ColumnRef names (`c.email` is `email`; `None`
+/// for `*`).
+fn last_name(node: &Value, list: &str) -> Option<String> {
+    node.get(list)?.as_array()?.last().and_then(string_value)
 }
 
-/// The column a ColumnRef names (its last name: `c.email` is `email`); `None` for `*`.
+fn function_name(call: &Value) -> Option<String> {
+    last_name(call, "funcname")
+}
+
 fn column_name(column_ref: &Value) -> Option<String> {
-    column_ref
-        .get("fields")?
-        .as_array()?
-        .last()?
-        .pointer("/node/String/sval")?
-        .as_str()
-        .map(str::to_ascii_lowercase)
+    last_name(column_ref, "fields")
 }
 
+/// A String node's text, lower case.
 fn string_value(node: &Value) -> Option<String> {
     node.pointer("/node/String/sval")
         .and_then(Value::as_str)
