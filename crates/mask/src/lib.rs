@@ -29,6 +29,20 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Of several strategies that could apply to one value, the one that shows least of it
+/// (`null`, then `redact`, `hash`, `last4`, `partial`, `keep`).
+pub fn strictest(strategies: impl IntoIterator<Item = MaskStrategy>) -> Option<MaskStrategy> {
+    let shown = |s: &MaskStrategy| match s {
+        MaskStrategy::Null => 0,
+        MaskStrategy::Redact => 1,
+        MaskStrategy::Hash => 2,
+        MaskStrategy::Last4 => 3,
+        MaskStrategy::Partial => 4,
+        MaskStrategy::Keep => 5,
+    };
+    strategies.into_iter().min_by_key(shown)
+}
+
 /// The pseudo-entity column rules are counted under.
 pub const COLUMN_ENTITY: &str = "COLUMN";
 
@@ -133,21 +147,25 @@ impl Profile {
         !self.unmasked && !self.columns.is_empty()
     }
 
-    /// The rule for a whole row of `table` (a record holding every column): the first rule
-    /// naming one of its columns, or a bare one.
+    /// The rule for a whole row of `table` (a record holding every column): the strictest
+    /// of the rules naming its columns and the bare ones (`keep` rules aside: a row holds the
+    /// other columns too).
     pub fn row_rule(&self, table: &str) -> Option<MaskStrategy> {
         if self.unmasked {
             return None;
         }
         let base = table.rsplit('.').next().unwrap_or(table);
-        let of_table = self.columns.iter().find(|r| {
-            r.table
-                .as_deref()
-                .is_some_and(|t| t.eq_ignore_ascii_case(base))
-        });
-        of_table
-            .or_else(|| self.columns.iter().find(|r| r.table.is_none()))
-            .map(|r| r.strategy)
+        strictest(
+            self.columns
+                .iter()
+                .filter(|r| {
+                    r.table
+                        .as_deref()
+                        .is_none_or(|t| t.eq_ignore_ascii_case(base))
+                })
+                .map(|r| r.strategy)
+                .filter(|s| *s != MaskStrategy::Keep),
+        )
     }
 
     /// The column rule for a result column named `column`, when the statement reads `tables`

@@ -72,25 +72,32 @@ impl RowShape {
             let _typlen = r.i16()?;
             let _typmod = r.i32()?;
             let format = r.i16()?;
-            // By the column's name, or by a ruled column its value comes from (`email AS
-            // contact`, `lower(email)`, a subquery's alias).
-            // A statement too deeply nested to trace: any ruled column of the tables read
-            // may be in any result column.
-            let rule = profile.column_rule(&name, &tables).or_else(|| {
-                let class = class.filter(|_| profile.has_column_rules() && !tables.is_empty())?;
+            // The rule of the column's name and those of the ruled columns its value comes
+            // from (`email AS contact`, `lower(email)`, a subquery's alias, a whole row), the
+            // strictest winning: renaming a column after a laxer one (`keep`, `partial`)
+            // does not relax its rule. A `keep` of a source does not unmask what it flows
+            // into. A statement too deeply nested to trace: any ruled column of the tables
+            // read may be in any result column.
+            let by_name = profile.column_rule(&name, &tables);
+            let mut from_sources = Vec::new();
+            if let Some(class) = class.filter(|_| profile.has_column_rules() && !tables.is_empty())
+            {
                 let sources = class.sources.get();
                 if sources.untraced() {
-                    return tables.iter().find_map(|t| profile.row_rule(t));
+                    from_sources.extend(tables.iter().filter_map(|t| profile.row_rule(t)));
+                } else {
+                    from_sources.extend(sources.of(&name).filter_map(|source| {
+                        match source.strip_suffix(".*") {
+                            // JSON of a whole row (`to_jsonb(c)`) is masked by key, below.
+                            Some(_) if matches!(oid, 114 | 3802) => None,
+                            Some(table) => profile.row_rule(table),
+                            None => profile.column_rule(source, &tables),
+                        }
+                    }));
                 }
-                sources
-                    .of(&name)
-                    .find_map(|source| match source.strip_suffix(".*") {
-                        // JSON of a whole row (`to_jsonb(c)`) is masked by key, below.
-                        Some(_) if matches!(oid, 114 | 3802) => None,
-                        Some(table) => profile.row_rule(table),
-                        None => profile.column_rule(source, &tables),
-                    })
-            });
+            }
+            from_sources.retain(|s| *s != MaskStrategy::Keep);
+            let rule = portcullis_mask::strictest(by_name.into_iter().chain(from_sources));
             columns.push(Column {
                 oid,
                 format,
@@ -468,6 +475,51 @@ mod tests {
         // A whole customers row holds the ruled column.
         assert_eq!(ruled("SELECT c FROM customers c", "c"), redact);
         assert_eq!(ruled("SELECT o FROM orders o", "o"), None);
+        // Renamed after a laxer column: the stricter rule stays.
+        let mut cfg = MaskingConfig::default();
+        cfg.profiles.insert(
+            "mixed".into(),
+            MaskingProfile {
+                columns: [
+                    ("customers.full_name".to_string(), MaskStrategy::Redact),
+                    ("customers.city".to_string(), MaskStrategy::Keep),
+                    ("customers.phone".to_string(), MaskStrategy::Last4),
+                ]
+                .into(),
+                ..Default::default()
+            },
+        );
+        let masker = Masker::new(&cfg, None).expect("compiles");
+        let mixed = masker.profile("mixed").expect("defined");
+        let rule = |sql: &str, column: &str| {
+            let class = portcullis_policy::sql::classify(sql);
+            RowShape::parse(&row_description(&[(column, 25, 0)]), &mixed, Some(&class))
+                .expect("parses")
+                .columns[0]
+                .rule
+        };
+        assert_eq!(
+            rule("SELECT full_name AS city FROM customers", "city"),
+            redact
+        );
+        assert_eq!(
+            rule("SELECT full_name AS phone FROM customers", "phone"),
+            redact
+        );
+        assert_eq!(
+            rule("SELECT city || full_name AS x FROM customers", "x"),
+            redact
+        );
+        assert_eq!(
+            rule("SELECT city AS x FROM customers", "x"),
+            None,
+            "a kept column renamed: the detectors still run"
+        );
+        assert_eq!(
+            rule("SELECT city FROM customers", "city"),
+            Some(MaskStrategy::Keep)
+        );
+        assert_eq!(rule("SELECT c FROM customers c", "c"), redact);
         // Not the ruled column, or not its table.
         assert_eq!(ruled("SELECT id AS n FROM customers", "n"), None);
         assert_eq!(ruled("SELECT full_name AS n FROM orders", "n"), None);
