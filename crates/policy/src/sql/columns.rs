@@ -6,7 +6,8 @@
 //! …) s` would rename a ruled column out of its rule. The answer over-approximates on
 //! purpose: all the query's SELECT lists share one namespace, so an output name that could
 //! carry a ruled column's value is treated as that column (masking too much, never too little).
-//! Only `count(…)` is looked through: it counts values without showing them. A whole row
+//! The one exception is `count(…)`, whose arguments are not sources: it counts values
+//! without showing them. A whole row
 //! (`SELECT c FROM customers c`, `c::text`) is a source named `customers.*`.
 //!
 //! It walks libpg_query's full parse tree generically (as JSON), so an expression type it has
