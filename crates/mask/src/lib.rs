@@ -171,7 +171,7 @@ impl Profile {
     /// The column rule for a result column named `column`, when the statement reads `tables`
     /// (names as written, possibly schema-qualified). A `table.column` rule beats a bare one.
     pub fn column_rule(&self, column: &str, tables: &[&str]) -> Option<MaskStrategy> {
-        if self.columns.is_empty() || self.unmasked {
+        if !self.has_column_rules() {
             return None;
         }
         let base = |t: &str| t.rsplit('.').next().unwrap_or(t).to_ascii_lowercase();
@@ -199,7 +199,7 @@ impl Profile {
     /// The column rules that apply inside JSON values of a statement reading `tables`, by
     /// object key; `None` when there are none.
     pub fn json_key_rules(&self, tables: &[&str]) -> Option<Arc<JsonKeyRules>> {
-        if self.unmasked || self.columns.is_empty() {
+        if !self.has_column_rules() {
             return None;
         }
         let mut names: Vec<&str> = self.columns.iter().map(|c| c.column.as_str()).collect();

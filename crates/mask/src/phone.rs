@@ -35,16 +35,19 @@ impl Rule {
         // extended, whitespace-insensitive syntax). A fully built DFA, anchored at the start:
         // it needs no cache (no pool to take one from, on any thread). Numbers are ASCII
         // digits, so `\d` need not be Unicode.
-        let source = format!("(?x:{})$", d.national_number().as_str());
+        Rule::compile(d.national_number().as_str(), d.possible_length().to_vec())
+    }
+
+    fn compile(pattern: &str, lengths: Vec<u16>) -> Option<Rule> {
         let dfa = DFA::builder()
             .syntax(syntax::Config::new().unicode(false).utf8(false))
             .configure(DFA::config().start_kind(StartKind::Anchored))
-            .build(&source)
+            .build(&format!("(?x:{pattern})$"))
             .ok()?;
         let first3 = first_three(&dfa)?;
         Some(Rule {
             dfa,
-            lengths: d.possible_length().to_vec(),
+            lengths,
             first3,
         })
     }
@@ -227,17 +230,7 @@ mod tests {
     use super::*;
 
     fn rule(pattern: &str) -> Rule {
-        let source = format!("(?x:{pattern})$");
-        let dfa = DFA::builder()
-            .syntax(syntax::Config::new().unicode(false).utf8(false))
-            .configure(DFA::config().start_kind(StartKind::Anchored))
-            .build(&source)
-            .expect("compiles");
-        Rule {
-            first3: first_three(&dfa).expect("first three"),
-            dfa,
-            lengths: vec![],
-        }
+        Rule::compile(pattern, vec![]).expect("compiles")
     }
 
     #[test]
