@@ -247,6 +247,25 @@ fn customers_are_masked_and_everything_else_is_identical() {
         );
     }
 
+    // Nor does running it as a prepared statement: `EXECUTE` is not traced, so every column
+    // of the customers table's result takes its strictest rule.
+    let prepared = rows(&ok(gw.psql(&[
+        "-F",
+        "\x1f",
+        "-c",
+        "PREPARE named AS SELECT full_name AS who FROM customers ORDER BY id",
+        "-c",
+        "EXECUTE named",
+    ])));
+    assert_eq!(prepared.len(), CUSTOMERS);
+    assert!(
+        prepared
+            .iter()
+            .all(|r| r[0].as_deref() == Some("[REDACTED]")),
+        "EXECUTE: {:?}",
+        &prepared[..2]
+    );
+
     // The raw-data profile: only through the explicit assignment, and recorded as such.
     let raw = gw.psql_as("dba-agent", &dba.key, DB, "prefer", &args);
     let raw = rows(&stdout(&raw));

@@ -321,6 +321,17 @@ impl LazySources {
         }
     }
 
+    /// Sources that cannot be traced (see [`ResultSources::untraced`]).
+    pub(crate) fn untraced() -> LazySources {
+        LazySources {
+            sql: None,
+            sources: Arc::new(OnceLock::from(ResultSources {
+                untraced: true,
+                ..ResultSources::default()
+            })),
+        }
+    }
+
     pub fn get(&self) -> &ResultSources {
         self.sources.get_or_init(|| {
             self.sql

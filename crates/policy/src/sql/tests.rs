@@ -92,6 +92,9 @@ fn prepare_and_execute_resolve() {
         ["delete"]
     );
     assert!(r.writes.contains("public.orders"));
+    // Its result columns cannot be traced from `EXECUTE p` alone: masking assumes the worst.
+    assert!(r.sources.get().untraced());
+    assert!(!p.sources.get().untraced());
     session.apply(&classify("DEALLOCATE p"));
     assert_eq!(
         e.resolve(&session)
