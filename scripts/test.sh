@@ -10,33 +10,23 @@ mkdir -p "$CACHE" "$CARGO_TARGET_DIR"
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
-# --- system packages -----------------------------------------------------------------------
-missing=()
-ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing+=(postgresql)
-ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 || command -v pgbench >/dev/null || missing+=(postgresql-contrib)
-command -v psql >/dev/null || missing+=(postgresql-client)
-command -v python3 >/dev/null || missing+=(python3)
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
-command -v cc >/dev/null || missing+=(build-essential)
-command -v chattr >/dev/null || missing+=(e2fsprogs)
-# libpg_query (the pg_query crate) generates its bindings with bindgen, which needs libclang.
-ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
-command -v clang >/dev/null || missing+=(clang)
+# --- system packages (scripts/deps.sh: what is missing is installed with apt-get) -----------
+. scripts/deps.sh
+need_cargo
+need_build_tools
+need_postgres
+need postgresql-contrib 'ls "$R"/usr/lib/postgresql/*/bin/pgbench'
+need python3 'command -v python3'
+need python3-venv "python3 -c 'import venv, ensurepip'"
+need e2fsprogs 'command -v chattr'
+# clang compiles libpg_query with coverage for the fuzz targets (scripts/fuzz.sh).
+need clang 'command -v clang'
 # The OpenID provider the identity tests run (tests/idp, npm oidc-provider) needs Node 20+ and npm.
-command -v node >/dev/null || missing+=(nodejs)
-command -v npm >/dev/null || missing+=(npm)
+need nodejs 'command -v node'
+need npm 'command -v npm'
 # The SAML tests sign and verify assertions with xmlsec1.
-command -v xmlsec1 >/dev/null || missing+=(xmlsec1)
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    say "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  else
-    echo "missing packages: ${missing[*]}; install them with: sudo apt-get install -y ${missing[*]}" >&2
-    exit 1
-  fi
-fi
+need xmlsec1 'command -v xmlsec1'
+install_missing
 
 # --- Python drivers for the client tests, moto (a local S3 server) for the recordings test --
 VENV="$CACHE/venv"
@@ -58,7 +48,6 @@ if [ ! -d tests/idp/node_modules/oidc-provider ] || [ tests/idp/package-lock.jso
 fi
 
 # --- Rust tools ------------------------------------------------------------------------------
-command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup (https://rustup.rs)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 say "cargo fmt --check"
