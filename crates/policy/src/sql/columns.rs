@@ -61,33 +61,57 @@ impl ResultSources {
         let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         let mut deep = false;
         collect(&tree, &mut map, &mut deep);
-        // Names that refer to other output names (a subquery's alias used outside it) take
-        // those names' sources too, until nothing changes.
-        let mut settled = false;
-        for _ in 0..MAX_DEPTH {
-            let mut changed = false;
-            let snapshot = map.clone();
-            for sources in map.values_mut() {
-                let more: Vec<String> = sources
-                    .iter()
-                    .filter_map(|s| snapshot.get(s))
-                    .flatten()
-                    .filter(|s| !sources.contains(*s))
-                    .cloned()
-                    .collect();
-                changed |= !more.is_empty();
-                sources.extend(more);
-            }
-            if !changed {
-                settled = true;
-                break;
-            }
-        }
+        let settled = settle(&mut map);
         ResultSources {
             map,
             untraced: deep || !settled,
         }
     }
+
+    /// These sources and those of views or function bodies the query reads through: a
+    /// view's column `who` traced to `full_name` makes the query's `who` come from
+    /// `full_name` too (one namespace, as within a query).
+    pub fn merged<'a>(&self, more: impl IntoIterator<Item = &'a ResultSources>) -> ResultSources {
+        let mut map = self.map.clone();
+        let mut untraced = self.untraced;
+        for m in more {
+            untraced |= m.untraced;
+            for (name, sources) in &m.map {
+                map.entry(name.clone())
+                    .or_default()
+                    .extend(sources.iter().cloned());
+            }
+        }
+        let settled = settle(&mut map);
+        ResultSources {
+            map,
+            untraced: untraced || !settled,
+        }
+    }
+}
+
+/// Names that refer to other output names (a subquery's alias used outside it) take those
+/// names' sources too, until nothing changes; false if that did not settle.
+fn settle(map: &mut BTreeMap<String, BTreeSet<String>>) -> bool {
+    for _ in 0..MAX_DEPTH {
+        let mut changed = false;
+        let snapshot = map.clone();
+        for sources in map.values_mut() {
+            let more: Vec<String> = sources
+                .iter()
+                .filter_map(|s| snapshot.get(s))
+                .flatten()
+                .filter(|s| !sources.contains(*s))
+                .cloned()
+                .collect();
+            changed |= !more.is_empty();
+            sources.extend(more);
+        }
+        if !changed {
+            return true;
+        }
+    }
+    false
 }
 
 /// Parse trees nested deeper than this (JSON levels: each level of SQL nesting takes about
@@ -329,6 +353,19 @@ impl LazySources {
                 untraced: true,
                 ..ResultSources::default()
             })),
+        }
+    }
+
+    /// These sources merged with those of the views and SQL function bodies the statement
+    /// reads through (see [`ResultSources::merged`]).
+    pub(crate) fn with_more(&self, more: Vec<LazySources>) -> LazySources {
+        if more.is_empty() {
+            return self.clone();
+        }
+        let merged = self.get().merged(more.iter().map(LazySources::get));
+        LazySources {
+            sql: None,
+            sources: Arc::new(OnceLock::from(merged)),
         }
     }
 

@@ -16,9 +16,11 @@
 //!   default `search_path` does. `SET search_path` is classified `session` and noted: policies
 //!   that restrict tables should not allow agents to change it.
 
+pub mod catalog;
 mod columns;
 mod functions;
 
+pub use catalog::Catalog;
 pub use columns::{LazySources, ResultSources};
 
 use crate::Action;
@@ -40,6 +42,10 @@ pub struct StatementClass {
     pub reads: BTreeSet<ObjectName>,
     pub writes: BTreeSet<ObjectName>,
     pub functions: BTreeSet<String>,
+    /// Functions called (not defined or dropped), as (schema if written, name): what
+    /// [`catalog::refine`] looks up in the target's catalog.
+    #[serde(skip)]
+    pub calls: BTreeSet<(Option<String>, String)>,
     /// Each class with the object it applies to; `None` = the connection itself.
     pub checks: BTreeSet<(Action, Option<ObjectName>)>,
     /// Why the statement got a class its type alone would not give it.
@@ -310,6 +316,7 @@ fn classify_at(sql: &str, depth: usize) -> StatementClass {
             if let Some((action, why)) = functions::class_of(bare) {
                 s.note(action, format!("{shown}() {why}"));
             }
+            s.calls.insert((f.schema_name.clone(), bare.to_string()));
         }
         s.functions.insert(shown);
     }
@@ -812,6 +819,7 @@ fn absorb(s: &mut StatementClass, inner: StatementClass) {
     s.reads.extend(inner.reads);
     s.writes.extend(inner.writes);
     s.functions.extend(inner.functions);
+    s.calls.extend(inner.calls);
     s.notes.extend(inner.notes);
     if inner.executes.is_some() {
         s.executes = inner.executes;
