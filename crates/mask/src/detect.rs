@@ -752,6 +752,9 @@ mod tests {
             (format!("card: {spaced}"), "CREDIT_CARD"),
             (format!("Aadhaar {spaced}"), "IN_AADHAAR"),
             (format!("see {spaced} on the form"), "IN_AADHAAR"),
+            // A name before another value is that value's.
+            (format!("card SO067011ST got {spaced}"), "IN_AADHAAR"),
+            (format!("order SO067011ST, charged {n}"), "CREDIT_CARD"),
         ] {
             let want = if text.contains(&spaced) { &spaced } else { &n };
             assert_eq!(
@@ -857,6 +860,7 @@ mod tests {
             "v6.0110009.90139".to_string(),
             "15.11.10.17.20".to_string(),
             "from 999.1.1.1".to_string(),
+            "from 616.183.172.124".to_string(),
             "total 1234.56".to_string(),
             format!("total {maestro13}.45"),
             "USD 5000000000.09".to_string(),
@@ -865,6 +869,46 @@ mod tests {
         for text in &decoys {
             assert_eq!(found(text), vec![], "{text}");
         }
+    }
+
+    /// Near misses the corpus turned up: a number named as something else, a card's first
+    /// groups, an ISBN-10 written with dashes.
+    #[test]
+    fn parts_and_namesakes_of_ids_are_left_alone() {
+        let mut seed = 9u64;
+        let maestro12 = card_number("50", 12, &mut seed, true);
+        // A 15-digit number failing Luhn whose first 12 digits are a valid card: no card.
+        let tail = (100..1000)
+            .map(|t| format!("{maestro12}{t}"))
+            .find(|n| {
+                let d: Vec<u8> = n.bytes().map(|b| b - b'0').collect();
+                !validate::luhn(&d)
+            })
+            .expect("some tail fails Luhn");
+        let spaced = grouped(&tail, &[4, 4, 4, 4], " ");
+        for text in [
+            format!("ref=\"{spaced}\" ok"),
+            "ISBN 6-399-87568-4".to_string(),
+            "see 6-399-87568-4 here".to_string(),
+            "upc=250714611256".to_string(),
+            "tracking 7245 7889 8498 today".to_string(),
+            "ssn=400-27-4942 order=#558271600".to_string(),
+            "social security: see order 558271600".to_string(),
+        ] {
+            let got: Vec<(String, String)> = found(&text)
+                .into_iter()
+                .filter(|(_, v)| v != "400-27-4942")
+                .collect();
+            assert_eq!(got, vec![], "{text}");
+        }
+        assert_eq!(
+            found("ssn=400-27-4942"),
+            vec![("US_SSN".to_string(), "400-27-4942".to_string())]
+        );
+        assert_eq!(
+            found("ssn 558271600"),
+            vec![("US_SSN".to_string(), "558271600".to_string())]
+        );
     }
 
     #[test]

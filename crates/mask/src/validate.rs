@@ -115,6 +115,7 @@ pub fn card(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
     let all = digits.get();
     let ok = |d: &[u8], text: &[u8]| {
         CARD_LENGTHS.contains(&d.len())
+            && !dotted_quad(text)
             && luhn(d)
             && card_issuer(d)
             && plausible_card_grouping(text)
@@ -123,26 +124,24 @@ pub fn card(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
     if ok(all, text) {
         return (!continues_identifier(hay, m.end)).then_some(m);
     }
-    // Cut back at spaces, the longest first: "4111 1111 1111 1111 2024" is a card and a year.
-    let mut after = 0;
-    for end in (0..text.len()).rev() {
-        if text[end].is_ascii_digit() {
-            after += 1;
-            continue;
-        }
-        if text[end] != b' ' {
-            continue;
-        }
-        if ok(&all[..all.len() - after], &text[..end]) {
-            return Some(m.start..m.start + end);
+    // "4111 1111 1111 1111 2024" is a card and a year: one group of four digits after a
+    // space is cut off. Nothing else is: the first 12 digits of "5016 4764 9273 869" are no
+    // card of their own.
+    let cut = text.len().checked_sub(5)?;
+    let year = &text[cut + 1..];
+    if text[cut] == b' ' && year.iter().all(u8::is_ascii_digit) && all.len() - 4 >= 13 {
+        let kept = &all[..all.len() - 4];
+        if ok(kept, &text[..cut]) {
+            return Some(m.start..m.start + cut);
         }
     }
     None
 }
 
 /// Card numbers are written in one piece, in groups of four (the last one shorter: 4-4-4-1 to
-/// 4-4-4-4-3), or in groups of three digits or more (Amex 4-6-5, Diners 4-6-4, 4-4-5): a run
-/// with a separator after every digit or groups of one or two is something else.
+/// 4-4-4-4-3), or in groups of three to six digits (Amex 4-6-5, Diners 4-6-4, 4-4-5): a run
+/// with a separator after every digit, groups of one or two, or a long run and a short one
+/// (`473109678994.0539`, a decimal) is something else.
 fn plausible_card_grouping(text: &[u8]) -> bool {
     let groups = || {
         text.split(|b| !b.is_ascii_digit())
@@ -150,7 +149,7 @@ fn plausible_card_grouping(text: &[u8]) -> bool {
     };
     let n = groups().count();
     n == 1
-        || groups().all(|g| g.len() >= 3)
+        || groups().all(|g| (3..=6).contains(&g.len()))
         || groups()
             .enumerate()
             .all(|(i, g)| g.len() == 4 || (i + 1 == n && !g.is_empty() && g.len() < 4))
@@ -187,6 +186,9 @@ const CARD_WORDS: &[&[u8]] = &[
     b"debit",
     b"credit",
     b"payment",
+    b"paid",
+    b"charge",
+    b"charged",
 ];
 
 /// Names of identifiers whose values are long runs of digits.
@@ -219,11 +221,12 @@ const NOT_CARD_WORDS: &[&[u8]] = &[
     b"serial",
 ];
 
-/// Of the words just before `at` (up to three, with no other number in between), whether the
-/// nearest one that is in `yes` or `no` is in `yes` (`Some(true)`) or `no`.
+/// Of the words just before `at` (up to three, with no other value in between: a word with a
+/// digit in it, `SO067011ST`, is one), whether the nearest one that is in `yes` or `no` is in
+/// `yes` (`Some(true)`) or `no`.
 fn nearest_name(hay: &[u8], at: usize, yes: &[&[u8]], no: &[&[u8]]) -> Option<bool> {
     for w in preceding_words(hay, at, 3) {
-        if w.iter().all(u8::is_ascii_digit) {
+        if w.iter().any(u8::is_ascii_digit) {
             return None;
         }
         if names_any(w, yes) {
@@ -266,12 +269,34 @@ pub fn ssn(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
     if glued_to_number(hay, &m, false) {
         return None;
     }
-    if first.is_none() && !near_keyword(hay, m.start, &[b"ssn", b"social", b"soc sec", b"ss#"]) {
-        // A bare nine-digit number is an SSN only when the text says so.
+    if first.is_none()
+        && (!near_keyword(hay, m.start, &[b"ssn", b"social", b"soc sec", b"ss#"])
+            || m.start.checked_sub(1).is_some_and(|i| hay[i] == b'#')
+            || nearest_name(hay, m.start, &[b"ssn", b"social"], NOT_SSN_WORDS) == Some(false))
+    {
+        // A bare nine-digit number is an SSN only when the text says so, and not when it is
+        // numbered (`#558271600`) or named as something else (`order=558271600`).
         return None;
     }
     ssn_digits(Digits::of(text)?.get()).then_some(m)
 }
+
+/// Names of identifiers that are bare nine-digit numbers too.
+const NOT_SSN_WORDS: &[&[u8]] = &[
+    b"order",
+    b"invoice",
+    b"inv",
+    b"ref",
+    b"reference",
+    b"id",
+    b"tracking",
+    b"account",
+    b"acct",
+    b"ts",
+    b"isbn",
+    b"routing",
+    b"zip",
+];
 
 fn ssn_digits(d: &[u8]) -> bool {
     if d.len() != 9 || d.iter().all(|&x| x == d[0]) {
@@ -481,6 +506,16 @@ pub fn aadhaar(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
     {
         return None;
     }
+    // `upc=250714611256`, `tracking 7245 7889 8498`: another identifier's 12 digits.
+    if nearest_name(
+        hay,
+        m.start,
+        &[b"aadhaar", b"uid", b"uidai"],
+        NOT_AADHAAR_WORDS,
+    ) == Some(false)
+    {
+        return None;
+    }
     let digits = Digits::of(&hay[m.clone()])?;
     let d = digits.get();
     if d.len() != 12 || d.iter().eq(d.iter().rev()) {
@@ -488,6 +523,35 @@ pub fn aadhaar(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
     }
     verhoeff(d).then_some(m)
 }
+
+/// Names of identifiers that are 12-digit numbers too.
+const NOT_AADHAAR_WORDS: &[&[u8]] = &[
+    b"order",
+    b"invoice",
+    b"inv",
+    b"tracking",
+    b"track",
+    b"shipment",
+    b"awb",
+    b"parcel",
+    b"ref",
+    b"reference",
+    b"account",
+    b"acct",
+    b"isbn",
+    b"ean",
+    b"gtin",
+    b"upc",
+    b"sku",
+    b"barcode",
+    b"ts",
+    b"timestamp",
+    b"card",
+    b"pan",
+    b"phone",
+    b"tel",
+    b"mobile",
+];
 
 /// The Verhoeff check (dihedral group D5) of a digit string ending in its check digit.
 pub fn verhoeff(d: &[u8]) -> bool {
@@ -595,7 +659,12 @@ pub fn phone(
     {
         return None;
     }
-    if dotted_quad(text) || cpf_shape(text) {
+    // `6-399-87568-4`: an ISBN-10; no phone number ends in a group of one digit.
+    let last_group = text
+        .rsplit(|b| !b.is_ascii_digit())
+        .next()
+        .unwrap_or_default();
+    if dotted_quad(text) || cpf_shape(text) || (last_group.len() == 1 && text.len() > 1) {
         return None;
     }
     let plus = text.starts_with(b"+");
@@ -698,6 +767,7 @@ const NOT_PHONE_WORDS: &[&[u8]] = &[
     b"iban",
     b"card",
     b"version",
+    b"isbn",
     b"total",
     b"amount",
     b"price",
