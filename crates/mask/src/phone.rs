@@ -192,8 +192,14 @@ impl PhoneRules {
         Ok(PhoneRules { national, ..rules })
     }
 
-    /// Whether `digits` (only ASCII digits) is a valid number: international (`plus`: the
+    /// Whether `digits` (only ASCII digits) is a phone number: international (`plus`: the
     /// digits start with the country code) or national in one of the regions.
+    ///
+    /// A national number must be valid (in a range the country assigns: `(776) 901-8955` is
+    /// no US number, there is no area code 776). A number written with its `+` country code
+    /// only needs the country's general shape (its lengths and leading digits): `+1 390 361
+    /// 2328` is written as a phone number, so it is one, even though area code 390 is not
+    /// assigned today.
     pub fn valid(&self, digits: &str, plus: bool) -> bool {
         if !plus {
             return self.national.iter().any(|r| r.valid(digits));
@@ -207,7 +213,7 @@ impl PhoneRules {
                 continue;
             };
             let rest = &digits[n..];
-            return regions.iter().any(|r| r.valid(rest));
+            return regions.iter().any(|r| r.general.matches(rest));
         }
         false
     }
@@ -253,7 +259,7 @@ mod tests {
     }
 
     /// The same answers as the phonenumber crate's own parser and validator (but for GB
-    /// numbers without their trunk 0, see below).
+    /// numbers without their trunk 0 and `+` numbers in unassigned ranges, see below).
     #[test]
     fn agrees_with_libphonenumber() {
         let rules = PhoneRules::new(&["US".into(), "GB".into()]).expect("regions");
@@ -297,7 +303,53 @@ mod tests {
                 && digits.starts_with('0')
                 && phonenumber::parse(Some(phonenumber::country::Id::GB), text)
                     .is_ok_and(|p| phonenumber::is_valid(&p));
-            assert_eq!(ours, theirs_us || theirs_gb, "{text}");
+            // The other: a `+` number needs only its country's general shape, so every
+            // number libphonenumber calls valid is one, and some more (see below).
+            if plus {
+                assert!(ours || !theirs_us, "{text}");
+            } else {
+                assert_eq!(ours, theirs_us || theirs_gb, "{text}");
+            }
         }
+    }
+
+    /// With its `+` country code, a number of the country's length and leading digits is a
+    /// phone number, assigned or not; without them it is not.
+    #[test]
+    fn plus_numbers_need_the_shape_not_the_assignment() {
+        let rules = PhoneRules::new(&["US".into(), "GB".into()]).expect("regions");
+        let valid = |text: &str, plus: bool| {
+            let digits: String = text.chars().filter(char::is_ascii_digit).collect();
+            rules.valid(&digits, plus)
+        };
+        for (text, libphonenumber_valid) in [
+            // Area codes 390 and 776 are not assigned; 7700 900xxx is the drama range.
+            ("+1 390-361-2328", false),
+            ("+1 776 901 8955", false),
+            ("+44 20 7946 0000", true),
+            ("+44 7700 900123", false),
+            ("+49 30 90182012", true),
+            ("+1 201 555 0123", true),
+            ("+33 1 99 00 12 34", true),
+            ("+61 2 5550 1234", true),
+        ] {
+            assert!(valid(text, true), "{text} is a phone number");
+            let theirs = phonenumber::parse(None, text).is_ok_and(|p| phonenumber::is_valid(&p));
+            assert_eq!(theirs, libphonenumber_valid, "{text} (libphonenumber)");
+        }
+        for text in [
+            "+1 000 000 0000",  // NANP area codes start 2-9
+            "+1 190-361-2328",  // same
+            "+1 390-361-232",   // nine digits
+            "+1 390-361-23281", // eleven
+            "+44 20 7946 00",   // too short for GB
+            "+999 123 4567",    // no such country code
+        ] {
+            assert!(!valid(text, true), "{text} is not a phone number");
+        }
+        // Without `+`: the assignment decides, as before.
+        assert!(!valid("390-361-2328", false));
+        assert!(!valid("(776) 901-8955", false));
+        assert!(valid("(201) 555-0123", false));
     }
 }

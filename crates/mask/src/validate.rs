@@ -59,14 +59,16 @@ pub fn luhn(d: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// Whether a digit string is in an issuer range with that length (Visa, Mastercard, Amex,
-/// Discover, JCB, Diners, UnionPay, Maestro, Mir). JCB is taken as the whole `35` block (its
-/// assigned range is 3528-3589, but generators and test data use all of `35`) plus the
-/// legacy 15-digit `2131` and `1800` numbers.
+/// Whether a digit string is in an issuer range with that length: Visa (`4`, 13/16/19),
+/// Mastercard (51-55 and 2221-2720, 16), Amex (34/37, 15), Diners (300-305, 3095, 36, 38-39,
+/// 14-19), JCB (the whole `35` block, 16-19: its assigned range is 3528-3589, but generators
+/// and test data use all of `35`; and the legacy 15-digit `2131` and `1800`), Mir (2200-2204,
+/// 16-19), Maestro (50 and 56-69, 12-19), which covers Discover (6011, 644-649, 65) and
+/// UnionPay (62) whatever their own lengths.
 pub fn card_issuer(d: &[u8]) -> bool {
     let len = d.len();
     let prefix = |n: usize| d.iter().take(n).fold(0u32, |acc, &x| acc * 10 + x as u32);
-    let (p1, p2, p3, p4, p6) = (prefix(1), prefix(2), prefix(3), prefix(4), prefix(6));
+    let (p1, p2, p3, p4) = (prefix(1), prefix(2), prefix(3), prefix(4));
     match p1 {
         4 => matches!(len, 13 | 16 | 19),
         5 => match p2 {
@@ -86,63 +88,172 @@ pub fn card_issuer(d: &[u8]) -> bool {
                 || (((300..=305).contains(&p3) || p4 == 3095 || p2 == 36 || p2 == 38 || p2 == 39)
                     && (14..=19).contains(&len))
         }
-        6 => {
-            (16..=19).contains(&len)
-                && (p4 == 6011
-                    || (644..=649).contains(&p3)
-                    || p2 == 65
-                    || (622126..=622925).contains(&p6)
-                    || p2 == 62
-                    || (p2 >= 60 && (12..=19).contains(&len)))
-        }
+        // Maestro's 60-69.
+        6 => (12..=19).contains(&len),
         _ => false,
     }
 }
 
-/// A card number: 13-19 digits with any of ` .-` between them, Luhn-valid, in an issuer range.
-/// A match that ran into a following number is cut back at a separator.
+/// How many digits a card number has.
+const CARD_LENGTHS: std::ops::RangeInclusive<usize> = 12..=19;
+
+/// A card number: 12-19 digits with any of ` .-` between them, Luhn-valid, in an issuer
+/// range, in a layout people write (see `plausible_card_grouping`). A match that ran into a
+/// following group (`4111 1111 1111 1111 2024`) is cut back at a space.
+///
+/// Not a card: digits that are one part of a longer identifier (`INV-500000000009`, the last
+/// group of a UUID, `+62 812 …`, a decimal `6234567890123.45`); a 12-digit number that is also
+/// a valid Aadhaar number, unless the words before name a card; and a run of digits of any
+/// length but 16 written in one piece right after another identifier's name
+/// (`EAN 4006381333931`, `tracking 501234567899`).
 pub fn card(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
-    if glued_to_number(hay, &(m.start..m.start), false) {
+    if glued_to_number(hay, &(m.start..m.start), false) || glued_to_identifier(hay, m.start) {
         return None;
     }
     let text = &hay[m.clone()];
     let digits = Digits::of(text)?;
     let all = digits.get();
-    if (13..=19).contains(&all.len())
-        && luhn(all)
-        && card_issuer(all)
-        && plausible_card_grouping(text)
-    {
-        return Some(m);
-    }
-    // Cut back at separators, the longest first: "4111 1111 1111 1111 2024" is a card and a
-    // year.
-    let mut after = 0;
-    for end in (0..text.len()).rev() {
-        if text[end].is_ascii_digit() {
-            after += 1;
-            continue;
-        }
-        let d = &all[..all.len() - after];
-        if (13..=19).contains(&d.len())
+    let ok = |d: &[u8], text: &[u8]| {
+        CARD_LENGTHS.contains(&d.len())
+            && !dotted_quad(text)
             && luhn(d)
             && card_issuer(d)
-            && plausible_card_grouping(&text[..end])
-        {
-            return Some(m.start..m.start + end);
+            && plausible_card_grouping(text)
+            && !named_otherwise(hay, m.start, d, text)
+    };
+    if ok(all, text) {
+        return (!continues_identifier(hay, m.end)).then_some(m);
+    }
+    // "4111 1111 1111 1111 2024" is a card and a year: one group of four digits after a
+    // space is cut off. Nothing else is: the first 12 digits of "5016 4764 9273 869" are no
+    // card of their own.
+    let cut = text.len().checked_sub(5)?;
+    let year = &text[cut + 1..];
+    if text[cut] == b' ' && year.iter().all(u8::is_ascii_digit) && all.len() - 4 >= 13 {
+        let kept = &all[..all.len() - 4];
+        if ok(kept, &text[..cut]) {
+            return Some(m.start..m.start + cut);
         }
     }
     None
 }
 
-/// Card numbers are written in one piece or in groups of 4 (Amex 4-6-5, Diners 4-6-4): a run
-/// with a separator after every digit or groups of one or two is something else.
+/// Card numbers are written in one piece, in groups of four (the last one shorter: 4-4-4-1 to
+/// 4-4-4-4-3), or in groups of three to six digits (Amex 4-6-5, Diners 4-6-4, 4-4-5): a run
+/// with a separator after every digit, groups of one or two, or a long run and a short one
+/// (`473109678994.0539`, a decimal) is something else.
 fn plausible_card_grouping(text: &[u8]) -> bool {
-    let mut groups = text
-        .split(|b| !b.is_ascii_digit())
-        .filter(|g| !g.is_empty());
-    let one = groups.clone().nth(1).is_none();
-    one || groups.all(|g| g.len() >= 3)
+    let groups = || {
+        text.split(|b| !b.is_ascii_digit())
+            .filter(|g| !g.is_empty())
+    };
+    let n = groups().count();
+    n == 1
+        || groups().all(|g| (3..=6).contains(&g.len()))
+        || groups()
+            .enumerate()
+            .all(|(i, g)| g.len() == 4 || (i + 1 == n && !g.is_empty() && g.len() < 4))
+}
+
+/// Whether a card-like number is, by its context, something else: a 12-digit valid Aadhaar
+/// number with no card word before it, or a one-piece run of other than 16 digits right after
+/// another identifier's name.
+fn named_otherwise(hay: &[u8], at: usize, d: &[u8], text: &[u8]) -> bool {
+    let nearest = nearest_name(hay, at, CARD_WORDS, NOT_CARD_WORDS);
+    if nearest == Some(true) {
+        return false;
+    }
+    if d.len() == 12 && d[0] >= 2 && verhoeff(d) {
+        return true;
+    }
+    nearest == Some(false) && d.len() != 16 && text.iter().all(u8::is_ascii_digit)
+}
+
+/// Words that name a card (`card`, `cc_number`, `pan`, `maestro`, …).
+const CARD_WORDS: &[&[u8]] = &[
+    b"card",
+    b"cc",
+    b"pan",
+    b"visa",
+    b"mastercard",
+    b"maestro",
+    b"amex",
+    b"diners",
+    b"discover",
+    b"jcb",
+    b"unionpay",
+    b"mir",
+    b"debit",
+    b"credit",
+    b"payment",
+    b"paid",
+    b"charge",
+    b"charged",
+];
+
+/// Names of identifiers whose values are long runs of digits.
+const NOT_CARD_WORDS: &[&[u8]] = &[
+    b"order",
+    b"invoice",
+    b"inv",
+    b"tracking",
+    b"track",
+    b"shipment",
+    b"awb",
+    b"parcel",
+    b"ref",
+    b"reference",
+    b"id",
+    b"uid",
+    b"aadhaar",
+    b"account",
+    b"acct",
+    b"isbn",
+    b"ean",
+    b"gtin",
+    b"upc",
+    b"sku",
+    b"barcode",
+    b"ts",
+    b"time",
+    b"timestamp",
+    b"epoch",
+    b"serial",
+];
+
+/// Of the words just before `at` (up to three, with no other value in between: a word with a
+/// digit in it, `SO067011ST`, is one), whether the nearest one that is in `yes` or `no` is in
+/// `yes` (`Some(true)`) or `no`.
+fn nearest_name(hay: &[u8], at: usize, yes: &[&[u8]], no: &[&[u8]]) -> Option<bool> {
+    for w in preceding_words(hay, at, 3) {
+        if w.iter().any(u8::is_ascii_digit) {
+            return None;
+        }
+        if names_any(w, yes) {
+            return Some(true);
+        }
+        if names_any(w, no) {
+            return Some(false);
+        }
+    }
+    None
+}
+
+/// Whether the digits starting at `at` continue an identifier written with letters or a sign:
+/// `INV-`, `a45f-` (a UUID's last group), `orders/`, `+` (a phone number's country code).
+fn glued_to_identifier(hay: &[u8], at: usize) -> bool {
+    let before = at.checked_sub(1).map(|i| hay[i]);
+    let before2 = at.checked_sub(2).map(|i| hay[i]);
+    before == Some(b'+')
+        || (matches!(before, Some(b'-' | b'_' | b'/'))
+            && before2.is_some_and(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Whether what follows `end` continues the number as a decimal or an identifier
+/// (`….45`, `…-0000`, `…-ab12`).
+fn continues_identifier(hay: &[u8], end: usize) -> bool {
+    matches!(hay.get(end), Some(b'-' | b'.' | b'_' | b'/'))
+        && hay.get(end + 1).is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
 /// A US Social Security number, formatted `123-45-6789` (or with spaces or dots, the same
@@ -158,12 +269,34 @@ pub fn ssn(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
     if glued_to_number(hay, &m, false) {
         return None;
     }
-    if first.is_none() && !near_keyword(hay, m.start, &[b"ssn", b"social", b"soc sec", b"ss#"]) {
-        // A bare nine-digit number is an SSN only when the text says so.
+    if first.is_none()
+        && (!near_keyword(hay, m.start, &[b"ssn", b"social", b"soc sec", b"ss#"])
+            || m.start.checked_sub(1).is_some_and(|i| hay[i] == b'#')
+            || nearest_name(hay, m.start, &[b"ssn", b"social"], NOT_SSN_WORDS) == Some(false))
+    {
+        // A bare nine-digit number is an SSN only when the text says so, and not when it is
+        // numbered (`#558271600`) or named as something else (`order=558271600`).
         return None;
     }
     ssn_digits(Digits::of(text)?.get()).then_some(m)
 }
+
+/// Names of identifiers that are bare nine-digit numbers too.
+const NOT_SSN_WORDS: &[&[u8]] = &[
+    b"order",
+    b"invoice",
+    b"inv",
+    b"ref",
+    b"reference",
+    b"id",
+    b"tracking",
+    b"account",
+    b"acct",
+    b"ts",
+    b"isbn",
+    b"routing",
+    b"zip",
+];
 
 fn ssn_digits(d: &[u8]) -> bool {
     if d.len() != 9 || d.iter().all(|&x| x == d[0]) {
@@ -367,7 +500,20 @@ pub fn nino(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
 
 /// An Indian Aadhaar number (12 digits, first 2-9, not a palindrome): the Verhoeff check digit.
 pub fn aadhaar(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
-    if glued_to_number(hay, &m, true) {
+    if glued_to_number(hay, &m, true)
+        || glued_to_identifier(hay, m.start)
+        || continues_identifier(hay, m.end)
+    {
+        return None;
+    }
+    // `upc=250714611256`, `tracking 7245 7889 8498`: another identifier's 12 digits.
+    if nearest_name(
+        hay,
+        m.start,
+        &[b"aadhaar", b"uid", b"uidai"],
+        NOT_AADHAAR_WORDS,
+    ) == Some(false)
+    {
         return None;
     }
     let digits = Digits::of(&hay[m.clone()])?;
@@ -377,6 +523,35 @@ pub fn aadhaar(hay: &[u8], m: Range<usize>) -> Option<Range<usize>> {
     }
     verhoeff(d).then_some(m)
 }
+
+/// Names of identifiers that are 12-digit numbers too.
+const NOT_AADHAAR_WORDS: &[&[u8]] = &[
+    b"order",
+    b"invoice",
+    b"inv",
+    b"tracking",
+    b"track",
+    b"shipment",
+    b"awb",
+    b"parcel",
+    b"ref",
+    b"reference",
+    b"account",
+    b"acct",
+    b"isbn",
+    b"ean",
+    b"gtin",
+    b"upc",
+    b"sku",
+    b"barcode",
+    b"ts",
+    b"timestamp",
+    b"card",
+    b"pan",
+    b"phone",
+    b"tel",
+    b"mobile",
+];
 
 /// The Verhoeff check (dihedral group D5) of a digit string ending in its check digit.
 pub fn verhoeff(d: &[u8]) -> bool {
@@ -484,10 +659,22 @@ pub fn phone(
     {
         return None;
     }
-    if dotted_quad(text) || cpf_shape(text) {
+    // `6-399-87568-4`: an ISBN-10; no phone number ends in a group of one digit.
+    let last_group = text
+        .rsplit(|b| !b.is_ascii_digit())
+        .next()
+        .unwrap_or_default();
+    if dotted_quad(text) || cpf_shape(text) || (last_group.len() == 1 && text.len() > 1) {
         return None;
     }
     let plus = text.starts_with(b"+");
+    // `+12.34567890`: a signed decimal, not a number written with one dot.
+    if plus
+        && text.iter().filter(|&&b| b == b'.').count() == 1
+        && !text.iter().any(|b| matches!(b, b' ' | b'-' | b'(' | b')'))
+    {
+        return None;
+    }
     // A national number has some shape: a parenthesised area code or separators. A bare run
     // of digits is one when it starts with a trunk 0 (no integer does), or when the words just
     // before say so ("phone", "call me at", …). Whatever its shape, a national number right
@@ -580,6 +767,7 @@ const NOT_PHONE_WORDS: &[&[u8]] = &[
     b"iban",
     b"card",
     b"version",
+    b"isbn",
     b"total",
     b"amount",
     b"price",
@@ -745,6 +933,33 @@ mod tests {
         }
         let s = b"4111 1111 1111 1111 2024";
         assert_eq!(card(s, 0..s.len()), Some(0..19));
+    }
+
+    #[test]
+    fn card_groupings() {
+        for ok in [
+            "4111111111111",
+            "4111 1111 1111 1",
+            "4111 1111 1111 11",
+            "4111-1111-1111-111",
+            "4111 1111 1111 1111",
+            "4111 1111 1111 1111 1",
+            "4111 1111 1111 1111 111",
+            "3782 822463 10005",
+            "3056 930902 5904",
+            "4222 2222 22222",
+        ] {
+            assert!(plausible_card_grouping(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "4 1 1 1 1 1 1 1 1 1 1 1 1",
+            "41 11 11 11 11 11 11 1",
+            "4111 1 1111 1111 111",
+            "4111 11 1111 1111 11",
+            "411 1111 1111 1111 1",
+        ] {
+            assert!(!plausible_card_grouping(bad.as_bytes()), "{bad}");
+        }
     }
 
     #[test]
