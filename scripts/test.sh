@@ -30,10 +30,11 @@ install_missing
 
 # --- Python drivers for the client tests, moto (a local S3 server) for the recordings test --
 VENV="$CACHE/venv"
-if ! "$VENV/bin/python" -c 'import psycopg, asyncpg, moto.server, boto3' >/dev/null 2>&1; then
+# psycopg ≥ 3.2 with its bundled libpq ≥ 17: tests/tools.rs checks libpq 17's encrypted cancel.
+if ! "$VENV/bin/python" -c 'import psycopg, asyncpg, moto.server, boto3; assert psycopg.pq.version() >= 170000' >/dev/null 2>&1; then
   say "creating $VENV with psycopg 3, asyncpg and moto"
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]>=3.1' 'asyncpg>=0.29' 'moto[server]>=5'
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'psycopg[binary]>=3.2' 'asyncpg>=0.29' 'moto[server]>=5'
 fi
 export PORTCULLIS_PYTHON="$VENV/bin/python"
 

@@ -14,14 +14,14 @@ pub enum Action {
     /// Transaction control: BEGIN, COMMIT, ROLLBACK, SAVEPOINT, …
     Transaction,
     /// Session settings and housekeeping: SET (not role), SHOW, RESET, DISCARD, PREPARE,
-    /// DEALLOCATE, LISTEN, NOTIFY, …
+    /// DEALLOCATE, LISTEN, …
     Session,
     /// Reads rows: SELECT, VALUES, TABLE, EXPLAIN without ANALYZE, FETCH.
     Select,
     /// `COPY … TO STDOUT` (a bulk read).
     CopyOut,
-    /// Calls a procedure (`CALL`), a function with side effects (nextval, pg_notify, …) or a
-    /// function by OID through the protocol's FunctionCall message.
+    /// Calls a procedure (`CALL`), sends NOTIFY, calls a function with side effects (nextval,
+    /// pg_notify, …) or a function by OID through the protocol's FunctionCall message.
     FunctionCall,
     Insert,
     Update,
@@ -33,7 +33,7 @@ pub enum Action {
     /// Schema changes: CREATE, ALTER, DROP, COMMENT, SELECT INTO, …
     Ddl,
     /// Privileges and roles: GRANT, REVOKE, CREATE/ALTER/DROP ROLE, SET ROLE,
-    /// SET SESSION AUTHORIZATION, set_config().
+    /// SET SESSION AUTHORIZATION, set_config('role', …).
     Dcl,
     /// Server administration and escapes from SQL's privilege model: DO blocks, COPY PROGRAM or
     /// to/from server files, ALTER SYSTEM, LOAD, VACUUM, CHECKPOINT, CREATE EXTENSION, file

@@ -196,6 +196,10 @@ impl PgGateway {
                     let pid = r.i32().unwrap_or(0);
                     let secret = r.i32().unwrap_or(0);
                     self.cancel(pid, secret, client_addr).await;
+                    // As PostgreSQL does: close the connection cleanly, over TLS with a
+                    // close_notify (libpq 17 sends cancels encrypted and reports a bare EOF
+                    // as a failed cancel).
+                    close_quietly(&mut client).await;
                     return Ok(None);
                 }
                 code if code >> 16 == 3 => {
@@ -615,6 +619,12 @@ impl PgGateway {
             }
         }
     }
+}
+
+/// Ends a connection the gateway has answered: TLS close_notify (or TCP FIN), bounded in time
+/// so that a client that stopped reading cannot hold the task.
+async fn close_quietly(client: &mut Stream) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.shutdown()).await;
 }
 
 /// The error a client gets when the ledger cannot take an event: nothing is forwarded.

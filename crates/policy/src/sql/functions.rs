@@ -1,10 +1,11 @@
 //! Functions that change what a statement is.
 //!
 //! A `SELECT` that calls `pg_read_file` reads the server's disk, one that calls `query_to_xml`
-//! runs whatever SQL its argument holds, one that calls `set_config('role', …)` changes the
-//! role. Such calls lift the statement to the class given here. Names are matched without their
-//! schema (`pg_catalog.pg_ls_dir` and `pg_ls_dir` are the same function to the server unless a
-//! user shadows it, and shadowing only makes the match over-cautious).
+//! runs whatever SQL its argument holds. Such calls lift the statement to the class given here.
+//! Names are matched without their schema (`pg_catalog.pg_ls_dir` and `pg_ls_dir` are the same
+//! function to the server unless a user shadows it, and shadowing only makes the match
+//! over-cautious). `set_config` is not here: it is classed by the setting it changes
+//! (`settings.rs`).
 
 use crate::Action;
 
@@ -108,9 +109,6 @@ pub fn class_of(name: &str) -> Option<(Action, &'static str)> {
         ("pg_sleep_for", "holds the session"),
         ("pg_sleep_until", "holds the session"),
     ];
-    if name == "set_config" {
-        return Some((Action::Dcl, "can change the role (set_config('role', …))"));
-    }
     if let Some((_, why)) = ADMIN.iter().find(|(n, _)| *n == name) {
         return Some((Action::Admin, why));
     }
@@ -132,7 +130,8 @@ mod tests {
         assert_eq!(class_of("pg_read_file").map(|c| c.0), Some(Action::Admin));
         assert_eq!(class_of("pg_ls_waldir").map(|c| c.0), Some(Action::Admin));
         assert_eq!(class_of("dblink_exec").map(|c| c.0), Some(Action::Admin));
-        assert_eq!(class_of("set_config").map(|c| c.0), Some(Action::Dcl));
+        // Classed by the setting it changes (see `settings`), not by its name.
+        assert_eq!(class_of("set_config"), None);
         assert_eq!(class_of("nextval").map(|c| c.0), Some(Action::FunctionCall));
         assert_eq!(class_of("lower"), None);
         assert_eq!(class_of("count"), None);

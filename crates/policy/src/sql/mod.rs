@@ -19,6 +19,7 @@
 pub mod catalog;
 mod columns;
 mod functions;
+mod settings;
 
 pub use catalog::Catalog;
 pub use columns::{LazySources, ResultSources};
@@ -26,6 +27,7 @@ pub use columns::{LazySources, ResultSources};
 use crate::Action;
 use pg_query::protobuf::node::Node as N;
 use serde::Serialize;
+use settings::READ_WRITE_NOTE;
 use std::collections::{BTreeSet, HashMap};
 
 /// A table as the gateway names it: `schema.table`, identifiers quoted as in SQL when they
@@ -320,6 +322,13 @@ fn classify_at(sql: &str, depth: usize) -> StatementClass {
         }
         s.functions.insert(shown);
     }
+    // set_config() is classed by the setting it changes, read from the full tree.
+    if summary.functions.iter().any(|f| {
+        f.function_name == "set_config"
+            && f.context != pg_query::protobuf::summary_result::Context::Ddl
+    }) {
+        set_config_calls(&mut s, tree(), top_node());
+    }
     // The summary does not see every table: a name that is also a CTE's is dropped even where
     // the CTE is out of scope, and some DDL names its objects in other nodes. Recover them
     // from the full tree when that can matter.
@@ -439,10 +448,52 @@ fn classify_at(sql: &str, depth: usize) -> StatementClass {
             reads_rows(&mut s, &selected);
             writes_rows(&mut s, &dml);
             if dml.iter().any(|t| t == "pg_catalog.pg_settings") {
-                s.note(
-                    Action::Dcl,
-                    "writing pg_settings is set_config(), which can change the role",
-                );
+                // `UPDATE pg_settings SET setting = 'v' WHERE name = 'x'` is set_config('x', 'v');
+                // any other write to it could change the role.
+                let known = match top_node() {
+                    Some(N::UpdateStmt(u))
+                        if u.relation.as_ref().is_some_and(|r| {
+                            r.relname == "pg_settings"
+                                && (r.schemaname.is_empty() || r.schemaname == "pg_catalog")
+                        }) && u.from_clause.is_empty() =>
+                    {
+                        let rel = u.relation.as_ref().map(|r| pg_query::protobuf::Node {
+                            node: Some(N::RangeVar(r.clone())),
+                        });
+                        let name = pg_settings_row(rel.as_slice(), u.where_clause.as_deref());
+                        let value = match u.target_list.as_slice() {
+                            [t] => match t.node.as_ref() {
+                                Some(N::ResTarget(r)) if r.name == "setting" => r
+                                    .val
+                                    .as_ref()
+                                    .and_then(|v| v.node.as_ref())
+                                    .and_then(const_text),
+                                _ => None,
+                            },
+                            _ => None,
+                        };
+                        name.map(|n| (n, value))
+                    }
+                    _ => None,
+                };
+                match known {
+                    Some((name, value)) => {
+                        let value = match &value {
+                            Some(v) => settings::Value::To(v),
+                            None => settings::Value::Unknown,
+                        };
+                        match settings::class_of(&name, value) {
+                            (action, Some(why)) => {
+                                s.note(action, format!("writing pg_settings: {why}"))
+                            }
+                            (action, None) => s.add(action, None),
+                        }
+                    }
+                    None => s.note(
+                        Action::Dcl,
+                        "writing pg_settings is set_config(), which can change the role",
+                    ),
+                }
             }
         }
         "ExplainStmt" => match top_node() {
@@ -500,45 +551,48 @@ fn classify_at(sql: &str, depth: usize) -> StatementClass {
             }
             _ => s = StatementClass::unknown(&top, "COPY whose options could not be read"),
         },
-        "VariableSetStmt" => match top_node() {
-            Some(N::VariableSetStmt(v)) => {
-                // RESET ROLE / RESET ALL return to the role configured for the login; SET ROLE
-                // NONE and SESSION AUTHORIZATION DEFAULT drop it, so they are role changes too.
-                let resets = v.kind == pg_query::protobuf::VariableSetKind::VarReset as i32
-                    || v.kind == pg_query::protobuf::VariableSetKind::VarResetAll as i32;
-                match v.name.as_str() {
-                    "role" if resets => s.add(Action::Session, None),
-                    "role" | "session_authorization" => s.note(
-                        Action::Dcl,
-                        format!("SET {} changes the role statements run as", v.name),
-                    ),
-                    "TRANSACTION" | "transaction_isolation" | "transaction_read_only"
-                    | "transaction_deferrable" => s.add(Action::Transaction, None),
-                    "client_encoding" | "standard_conforming_strings"
-                        if set_value(&v.args).is_some_and(|x| {
-                            let x = x.to_ascii_lowercase().replace(['-', '_'], "");
-                            matches!(x.as_str(), "utf8" | "unicode" | "on" | "true")
-                        }) =>
-                    {
-                        s.add(Action::Session, None)
+        "VariableSetStmt" => {
+            match top_node() {
+                Some(N::VariableSetStmt(v)) => {
+                    use pg_query::protobuf::VariableSetKind as K;
+                    if v.kind == K::VarResetAll as i32 {
+                        // RESET ROLE is part of it and harmless; the read-only default is not.
+                        s.note(
+                        Action::Admin,
+                        format!("RESET ALL resets default_transaction_read_only: it {READ_WRITE_NOTE}"),
+                    );
+                    } else if v.kind == K::VarSetMulti as i32 {
+                        // SET TRANSACTION … / SET SESSION CHARACTERISTICS AS TRANSACTION …
+                        let base = if v.name == "TRANSACTION" {
+                            Action::Transaction
+                        } else {
+                            Action::Session
+                        };
+                        s.add(base, None);
+                        if sets_read_write(&v.args) {
+                            s.note(Action::Admin, format!("READ WRITE {READ_WRITE_NOTE}"));
+                        }
+                    } else {
+                        let text = set_value(&v.args);
+                        let value =
+                            if v.kind == K::VarReset as i32 || v.kind == K::VarSetDefault as i32 {
+                                settings::Value::Default
+                            } else {
+                                match &text {
+                                    Some(x) => settings::Value::To(x),
+                                    None => settings::Value::Unknown,
+                                }
+                            };
+                        let (action, why) = settings::class_of(&v.name, value);
+                        match why {
+                            Some(why) => s.note(action, why),
+                            None => s.add(action, None),
+                        }
                     }
-                    "standard_conforming_strings" | "backslash_quote" | "client_encoding" => s.note(
-                        Action::Admin,
-                        format!("SET {} changes how the server reads later SQL text; the gateway parses it with the defaults", v.name),
-                    ),
-                    "session_replication_role" => s.note(
-                        Action::Admin,
-                        "session_replication_role = replica turns off triggers and foreign-key checks",
-                    ),
-                    "search_path" => s.note(
-                        Action::Session,
-                        "SET search_path changes which tables unqualified names mean",
-                    ),
-                    _ => s.add(Action::Session, None),
                 }
+                _ => s = StatementClass::unknown(&top, "SET whose variable could not be read"),
             }
-            _ => s = StatementClass::unknown(&top, "SET whose variable could not be read"),
-        },
+        }
         "PrepareStmt" => match top_node() {
             Some(N::PrepareStmt(p)) => {
                 // What EXECUTE will need: the statement as if it were not prepared. Deciding
@@ -600,10 +654,60 @@ fn classify_at(sql: &str, depth: usize) -> StatementClass {
             }
         }
         "FetchStmt" | "ClosePortalStmt" => s.add(Action::Select, None),
-        "TransactionStmt" => s.add(Action::Transaction, None),
-        "VariableShowStmt" | "ListenStmt" | "UnlistenStmt" | "NotifyStmt" => {
-            s.add(Action::Session, None)
+        "TransactionStmt" => {
+            s.add(Action::Transaction, None);
+            match top_node() {
+                Some(N::TransactionStmt(t)) => {
+                    if sets_read_write(&t.options) {
+                        s.note(Action::Admin, format!("READ WRITE {READ_WRITE_NOTE}"));
+                    }
+                }
+                _ => s.note(
+                    Action::Unknown,
+                    "a transaction statement whose options could not be read",
+                ),
+            }
         }
+        "VariableShowStmt" | "ListenStmt" | "UnlistenStmt" => s.add(Action::Session, None),
+        "NotifyStmt" => s.note(
+            Action::FunctionCall,
+            "NOTIFY sends a message to other sessions (as pg_notify() does)",
+        ),
+        "LockStmt" => match top_node() {
+            Some(N::LockStmt(l)) => {
+                let mut tables = BTreeSet::new();
+                for r in &l.relations {
+                    if let Some(N::RangeVar(rv)) = r.node.as_ref() {
+                        tables.insert(qualify(&rv.schemaname, &rv.relname));
+                    }
+                }
+                if tables.is_empty() {
+                    tables = ddl.union(&selected).cloned().collect();
+                }
+                match lock_class(l.mode) {
+                    Action::Select => {
+                        // What every SELECT takes on the tables it reads.
+                        s.add(Action::Select, None);
+                        reads_rows(&mut s, &tables);
+                    }
+                    action => {
+                        s.notes.push(if action == Action::Update {
+                            format!(
+                                "LOCK … IN {} MODE is the lock writers take (needs UPDATE)",
+                                lock_mode_name(l.mode)
+                            )
+                        } else {
+                            format!(
+                                "LOCK … IN {} MODE blocks other sessions' writes or reads",
+                                lock_mode_name(l.mode)
+                            )
+                        });
+                        changes(&mut s, action, &tables);
+                    }
+                }
+            }
+            _ => s = StatementClass::unknown(&top, "LOCK whose mode could not be read"),
+        },
         "CallStmt" => {
             s.add(Action::FunctionCall, None);
             reads_rows(&mut s, &selected);
@@ -644,7 +748,6 @@ fn classify_at(sql: &str, depth: usize) -> StatementClass {
         | "ClusterStmt"
         | "ReindexStmt"
         | "CheckPointStmt"
-        | "LockStmt"
         | "CreatedbStmt"
         | "DropdbStmt"
         | "AlterDatabaseStmt"
@@ -706,6 +809,30 @@ fn classify_at(sql: &str, depth: usize) -> StatementClass {
     reads_rows(&mut s, &returned);
     reads_rows(&mut s, &merge_sources);
     s
+}
+
+/// The class a `LOCK TABLE … IN mode MODE` needs on each table: ACCESS SHARE is what a SELECT
+/// takes; ROW SHARE and ROW EXCLUSIVE are what `SELECT … FOR UPDATE` and DML take; stronger
+/// modes block other sessions' writes (SHARE and up) or reads (ACCESS EXCLUSIVE).
+fn lock_class(mode: i32) -> Action {
+    match mode {
+        1 => Action::Select,
+        2 | 3 => Action::Update,
+        _ => Action::Admin,
+    }
+}
+
+fn lock_mode_name(mode: i32) -> &'static str {
+    match mode {
+        1 => "ACCESS SHARE",
+        2 => "ROW SHARE",
+        3 => "ROW EXCLUSIVE",
+        4 => "SHARE UPDATE EXCLUSIVE",
+        5 => "SHARE",
+        6 => "SHARE ROW EXCLUSIVE",
+        7 => "EXCLUSIVE",
+        _ => "ACCESS EXCLUSIVE",
+    }
 }
 
 fn dml_action(statement_type: &str) -> Option<Action> {
@@ -797,14 +924,172 @@ fn with_extras(
 /// The single value of a SET, as text.
 fn set_value(args: &[pg_query::protobuf::Node]) -> Option<String> {
     let [arg] = args else { return None };
-    match arg.node.as_ref()? {
+    const_text(arg.node.as_ref()?)
+}
+
+/// A constant as text: a string, a boolean, an integer, or one of them cast to a type
+/// (`'role'::text`). `None` for anything that is computed.
+fn const_text(node: &N) -> Option<String> {
+    match node {
         N::AConst(c) => match c.val.as_ref()? {
             pg_query::protobuf::a_const::Val::Sval(s) => Some(s.sval.clone()),
             pg_query::protobuf::a_const::Val::Boolval(b) => Some(b.boolval.to_string()),
+            pg_query::protobuf::a_const::Val::Ival(i) => Some(i.ival.to_string()),
             _ => None,
         },
+        N::String(s) => Some(s.sval.clone()),
+        N::Integer(i) => Some(i.ival.to_string()),
+        N::Boolean(b) => Some(b.boolval.to_string()),
+        N::TypeCast(t) => const_text(t.arg.as_ref()?.node.as_ref()?),
         _ => None,
     }
+}
+
+/// Whether transaction options (`BEGIN …`, `SET TRANSACTION …`, `SET SESSION CHARACTERISTICS
+/// AS TRANSACTION …`) include READ WRITE, or a read-only option the gateway cannot read.
+fn sets_read_write(options: &[pg_query::protobuf::Node]) -> bool {
+    options.iter().any(|o| match o.node.as_ref() {
+        Some(N::DefElem(d)) if d.defname == "transaction_read_only" => !d
+            .arg
+            .as_ref()
+            .and_then(|a| a.node.as_ref())
+            .and_then(const_text)
+            .is_some_and(|v| settings::parses_true(&v)),
+        _ => false,
+    })
+}
+
+/// Every `set_config(name, value, is_local)` call of a statement, classed by the setting it
+/// changes. A name that is not a constant could be `role`: `dcl`.
+fn set_config_calls(s: &mut StatementClass, tree: Option<&pg_query::ParseResult>, top: Option<&N>) {
+    let Some(tree) = tree else {
+        s.note(
+            Action::Dcl,
+            "set_config() can change the role (the statement could not be read further)",
+        );
+        return;
+    };
+    // pg_dump's `SELECT set_config(name, 'v', false) FROM pg_settings WHERE name = 'x'`: in
+    // the top SELECT's own columns, `name` can only be 'x'.
+    let mut row_name: Option<(String, Vec<i32>)> = None;
+    if let Some(N::SelectStmt(sel)) = top {
+        if let Some(name) = pg_settings_row(&sel.from_clause, sel.where_clause.as_deref()) {
+            let at = sel
+                .target_list
+                .iter()
+                .filter_map(|t| match t.node.as_ref() {
+                    Some(N::ResTarget(r)) => match r.val.as_ref()?.node.as_ref()? {
+                        N::FuncCall(f) => Some(f.location),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect();
+            row_name = Some((name, at));
+        }
+    }
+    for (n, ..) in tree.protobuf.nodes() {
+        let pg_query::NodeRef::FuncCall(f) = n else {
+            continue;
+        };
+        let is_set_config = matches!(
+            f.funcname.last().and_then(|p| p.node.as_ref()),
+            Some(N::String(x)) if x.sval == "set_config"
+        );
+        if !is_set_config {
+            continue;
+        }
+        // Positional or named (`setting_name => …, new_value => …`) arguments.
+        let arg = |pos: usize, named: &str| -> Option<&N> {
+            let mut positional = 0;
+            for a in &f.args {
+                match a.node.as_ref()? {
+                    N::NamedArgExpr(na) => {
+                        if na.name == named {
+                            return na.arg.as_ref()?.node.as_ref();
+                        }
+                    }
+                    other => {
+                        if positional == pos {
+                            return Some(other);
+                        }
+                        positional += 1;
+                    }
+                }
+            }
+            None
+        };
+        let column_name = match (&row_name, arg(0, "setting_name")) {
+            (Some((name, at)), Some(N::ColumnRef(c)))
+                if at.contains(&f.location) && is_name_column(c) =>
+            {
+                Some(name.clone())
+            }
+            _ => None,
+        };
+        let Some(name) = column_name.or_else(|| arg(0, "setting_name").and_then(const_text)) else {
+            s.note(
+                Action::Dcl,
+                "set_config() with a setting name the gateway cannot read could change the role",
+            );
+            continue;
+        };
+        let value = arg(1, "new_value").and_then(const_text);
+        let value = match &value {
+            Some(v) => settings::Value::To(v),
+            None => settings::Value::Unknown,
+        };
+        match settings::class_of(&name, value) {
+            (action, Some(why)) => s.note(action, format!("set_config(): {why}")),
+            (action, None) => s.add(action, None),
+        }
+    }
+}
+
+/// `FROM pg_settings WHERE name = 'x'` (pg_settings alone, as `pg_settings` or
+/// `pg_catalog.pg_settings`; a plain `=`): the name of the only row it can reach.
+fn pg_settings_row(
+    from: &[pg_query::protobuf::Node],
+    filter: Option<&pg_query::protobuf::Node>,
+) -> Option<String> {
+    let [rel] = from else { return None };
+    let Some(N::RangeVar(rv)) = rel.node.as_ref() else {
+        return None;
+    };
+    if rv.relname != "pg_settings" || !(rv.schemaname.is_empty() || rv.schemaname == "pg_catalog") {
+        return None;
+    }
+    let Some(N::AExpr(e)) = filter?.node.as_ref() else {
+        return None;
+    };
+    let is_eq = e.kind == pg_query::protobuf::AExprKind::AexprOp as i32
+        && matches!(e.name.as_slice(), [op] if matches!(op.node.as_ref(), Some(N::String(x)) if x.sval == "="));
+    if !is_eq {
+        return None;
+    }
+    match (node_of(&e.lexpr)?, node_of(&e.rexpr)?) {
+        (N::ColumnRef(c), other) | (other, N::ColumnRef(c)) if is_name_column(c) => {
+            const_text(other)
+        }
+        _ => None,
+    }
+}
+
+fn node_of(n: &Option<Box<pg_query::protobuf::Node>>) -> Option<&N> {
+    n.as_ref().and_then(|n| n.node.as_ref())
+}
+
+/// A column reference to `name` or `pg_settings.name`.
+fn is_name_column(c: &pg_query::protobuf::ColumnRef) -> bool {
+    let parts: Vec<&str> = c
+        .fields
+        .iter()
+        .filter_map(|f| match f.node.as_ref() {
+            Some(N::String(x)) => Some(x.sval.as_str()),
+            _ => None,
+        })
+        .collect();
+    parts.len() == c.fields.len() && matches!(parts.as_slice(), ["name"] | ["pg_settings", "name"])
 }
 
 fn unresolved_note(name: &str) -> String {
@@ -915,7 +1200,9 @@ fn ddl_extras(s: &mut StatementClass, top: &N, ddl: &mut BTreeSet<ObjectName>) {
         let rest = &dump[i + 7..];
         if let Some(end) = rest.find('"') {
             let name = &rest[..end];
-            if let Some((action, why)) = functions::class_of(name) {
+            let class = functions::class_of(name)
+                .or_else(|| (name == "set_config").then_some((Action::Dcl, "can change the role")));
+            if let Some((action, why)) = class {
                 s.note(
                     action,
                     format!("{name}() {why} (evaluated by the DDL statement itself)"),
