@@ -830,6 +830,13 @@ pub struct ConnectionConfig {
     /// one (default: `[masking] default_profile`).
     #[serde(default)]
     pub masking_profile: Option<String>,
+    /// Sessions of agents that no policy lets write on this connection run read-only on the
+    /// target (`default_transaction_read_only = on`, sent in the startup packet's `options`),
+    /// so that a write the classifier missed still fails in the database. Turn off only for
+    /// a target that refuses startup options (pgbouncer without
+    /// `ignore_startup_parameters = options`).
+    #[serde(default = "default_true")]
+    pub read_only_sessions: bool,
 }
 
 /// A login method the target may request.

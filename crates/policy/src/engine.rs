@@ -426,6 +426,39 @@ impl PolicySet {
         d
     }
 
+    /// Whether any policy could permit `actor` an action that writes (see [`Action::writes`])
+    /// on `connection` or anything in it, judged by the policies' scopes alone: conditions
+    /// are taken as possibly true. `false` means the agent may only read there, whatever the
+    /// statement, so the gateway can make the target enforce it too (read-only transactions).
+    pub fn may_permit_writes(&self, actor: &Actor, connection: &str) -> bool {
+        if let Some(grant) = &actor.grant {
+            if !grant.actions.is_empty() && !grant.actions.iter().any(|a| a.writes()) {
+                return false;
+            }
+        }
+        let inside = format!("{connection}/");
+        let here = |u: &EntityUid| match u.type_name().to_string().as_str() {
+            "Portcullis::Connection" => u.id().unescaped() == connection,
+            "Portcullis::Schema" | "Portcullis::Table" => u.id().unescaped().starts_with(&inside),
+            _ => true,
+        };
+        Action::ALL
+            .into_iter()
+            .filter(|a| a.writes())
+            .any(|action| {
+                self.subset(actor, action).policies().any(|p| {
+                    p.effect() == cedar_policy::Effect::Permit
+                        && match p.resource_constraint() {
+                            cedar_policy::ResourceConstraint::Any
+                            | cedar_policy::ResourceConstraint::Is(_) => true,
+                            cedar_policy::ResourceConstraint::Eq(u)
+                            | cedar_policy::ResourceConstraint::In(u)
+                            | cedar_policy::ResourceConstraint::IsIn(_, u) => here(&u),
+                        }
+                })
+            })
+    }
+
     /// The policies that can apply to this agent and action: the others' scope cannot match,
     /// so leaving them out changes no decision.
     fn subset(&self, actor: &Actor, action: Action) -> Arc<cedar_policy::PolicySet> {

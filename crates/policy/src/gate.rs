@@ -72,6 +72,14 @@ impl Gate {
         })
     }
 
+    /// Whether any policy in force could let `who` write on `connection` (see
+    /// [`crate::engine::PolicySet::may_permit_writes`]); `false`: its sessions may only read.
+    pub fn may_write(&self, who: &Actor, connection: &str) -> bool {
+        let state = self.current();
+        let actor = Self::merge_groups(&state, who).unwrap_or_else(|| who.clone());
+        state.policies.may_permit_writes(&actor, connection)
+    }
+
     /// Decides a classified command for an agent on a connection. `who` carries what the
     /// session knows (name, token groups, chain, grant); the configuration's groups of the
     /// agent are added here, so a reload that changes them applies at once.

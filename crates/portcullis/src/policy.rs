@@ -2,10 +2,11 @@
 
 use crate::config;
 use clap::Subcommand;
-use portcullis_policy::sql::classify;
+use portcullis_policy::sql::{catalog, classify, Catalog};
 use portcullis_policy::{engine, Action, Actor, Gate, GrantScope, Verdict};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Subcommand)]
 pub enum PolicyCommand {
@@ -33,6 +34,12 @@ pub enum PolicyCommand {
         /// Print the decision as JSON.
         #[arg(long)]
         json: bool,
+        /// Read the connection's catalog from the target (with the configuration's
+        /// credentials), as the gateway does, so that functions and views are judged by what
+        /// the target says. Without it the catalog is not consulted: only PostgreSQL's
+        /// built-in functions are known and views are not followed.
+        #[arg(long)]
+        catalog: bool,
         /// The SQL (several statements allowed, as in a simple query).
         sql: String,
     },
@@ -54,6 +61,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             requester,
             grant_actions,
             json,
+            catalog: read_catalog,
             sql,
         } => {
             let (cfg, policies) = config::load_policies(&path)?;
@@ -71,7 +79,12 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 ));
             }
             let gate = Gate::new(config::gate_state(&cfg, policies), 16);
-            let class = classify(&sql);
+            let catalog = if read_catalog {
+                target_catalog(&path, &connection)?
+            } else {
+                Catalog::builtin("pass --catalog to read the connection's catalog from the target")
+            };
+            let class = catalog::refine(&classify(&sql), &catalog, &|t| Arc::new(classify(t)));
             let mut actions = Vec::new();
             for a in &grant_actions {
                 actions.push(Action::from_name(a.trim()).ok_or_else(|| {
@@ -106,6 +119,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                     "classification": class,
                     "decision": d,
                     "snapshot": gd.snapshot,
+                    "catalog": catalog.describe(),
                     "notes": notes,
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
@@ -113,6 +127,7 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
                 for n in &notes {
                     println!("note: {n}");
                 }
+                println!("catalog: {}", catalog.describe());
                 for (i, s) in class.statements.iter().enumerate() {
                     println!("statement {}: {}", i + 1, s.kind);
                     let list = |v: Vec<String>| {
@@ -171,4 +186,19 @@ pub fn run(cmd: PolicyCommand) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+/// The catalog of `connection` as the gateway reads it.
+fn target_catalog(path: &std::path::Path, connection: &str) -> anyhow::Result<Catalog> {
+    let loaded = config::load(path)?;
+    let targets = crate::serve::targets(&loaded)?;
+    let target = targets.get(connection).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--catalog: connection {connection:?} is not in {}",
+            path.display()
+        )
+    })?;
+    let rt = crate::serve::runtime()?;
+    rt.block_on(portcullis_proto_postgres::catalog::read(target))
+        .map_err(|e| anyhow::anyhow!("--catalog: cannot read the catalog of {connection:?}: {e}"))
 }

@@ -100,28 +100,19 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
         )])
         .await
         .map_err(|e| anyhow!("cannot record the policy snapshot: {e}"))?;
-    let mut targets = HashMap::new();
-    for c in &cfg.connections {
-        let tls = upstream_connector(c.tls, c.ca_file.as_deref())
-            .map_err(|e| anyhow!("connection {:?}: {e}", c.name))?;
-        targets.insert(
-            c.name.clone(),
-            Arc::new(Target {
-                name: c.name.clone(),
-                host: c.host.clone(),
-                port: c.port,
-                database: c.database.clone(),
-                user: c.user.clone(),
-                password: loaded.passwords.get(&c.name).cloned().flatten(),
-                tls_mode: c.tls,
-                tls,
-                connect_timeout: Duration::from_millis(c.connect_timeout_ms),
-                auth: c.auth.clone(),
-                recording: c.recording,
-                masking_profile: c.masking_profile.clone(),
-            }),
-        );
-    }
+    let targets = targets(loaded)?;
+    // One catalog reading per connection, shared by every listener's sessions.
+    let catalogs: HashMap<String, Arc<portcullis_proto_postgres::catalog::CatalogCache>> = targets
+        .iter()
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                Arc::new(portcullis_proto_postgres::catalog::CatalogCache::new(
+                    t.clone(),
+                )),
+            )
+        })
+        .collect();
     let recordings = crate::sessions::store(cfg, &loaded.data_dir)?;
     if recordings.is_some()
         && cfg.store.kind == portcullis_core::config::StoreKind::Postgres
@@ -163,6 +154,7 @@ pub async fn start(loaded: &Loaded) -> anyhow::Result<Running> {
             authn: Some(authn.clone()),
             gate: gate.clone(),
             targets: targets.clone(),
+            catalogs: catalogs.clone(),
             cancels: cancels.clone(),
             recordings: recordings.clone(),
             masker: loaded.masker.clone(),
@@ -271,4 +263,33 @@ pub async fn wait_for_signal() {
         }
     }
     let _ = ctrl_c.await;
+}
+
+/// The configured connections, ready to dial (with their passwords and TLS settings).
+pub fn targets(loaded: &Loaded) -> anyhow::Result<HashMap<String, Arc<Target>>> {
+    let cfg = &loaded.config;
+    let mut targets = HashMap::new();
+    for c in &cfg.connections {
+        let tls = upstream_connector(c.tls, c.ca_file.as_deref())
+            .map_err(|e| anyhow!("connection {:?}: {e}", c.name))?;
+        targets.insert(
+            c.name.clone(),
+            Arc::new(Target {
+                name: c.name.clone(),
+                host: c.host.clone(),
+                port: c.port,
+                database: c.database.clone(),
+                user: c.user.clone(),
+                password: loaded.passwords.get(&c.name).cloned().flatten(),
+                tls_mode: c.tls,
+                tls,
+                connect_timeout: Duration::from_millis(c.connect_timeout_ms),
+                auth: c.auth.clone(),
+                recording: c.recording,
+                masking_profile: c.masking_profile.clone(),
+                read_only_sessions: c.read_only_sessions,
+            }),
+        );
+    }
+    Ok(targets)
 }

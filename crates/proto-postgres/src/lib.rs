@@ -4,6 +4,7 @@
 //!   cleartext over TLS), upstream login, cancel requests.
 //! * [`relay`] — the full-duplex loop where every statement is recorded before it is
 //!   forwarded and its outcome after the target answers.
+//! * [`catalog`] — reading a target's catalog (functions, views) for classification.
 //! * [`upstream`] — the target leg: dialing, TLS, the gateway's own login (SCRAM, md5,
 //!   password, trust).
 //! * [`wire`] — the few message formats the gateway reads or writes itself.
@@ -12,6 +13,7 @@
 //! the ledger's answer (fail closed).
 
 pub mod cancel;
+pub mod catalog;
 pub mod error;
 pub mod masking;
 pub mod relay;

@@ -32,6 +32,7 @@
 //! some other SQL).
 
 use crate::cancel::CancelGuard;
+use crate::catalog::CatalogCache;
 use crate::error::PgError;
 use crate::masking::{self, RowShape, RowSlot, RowSource, SessionMasking};
 use crate::server::{ledger_refusal, PROTOCOL};
@@ -44,7 +45,7 @@ use portcullis_ledger::recording::Recorder;
 use portcullis_ledger::Ledger;
 use portcullis_mask::Counts;
 use portcullis_policy::gate::function_call_by_oid;
-use portcullis_policy::sql::{Classification, PreparedStatements};
+use portcullis_policy::sql::{catalog, Catalog, Classification, PreparedStatements};
 use portcullis_policy::{Actor, Gate, GateDecision, GrantScope, Verdict};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -79,6 +80,8 @@ pub struct SessionInfo {
     pub recorder: Option<Recorder>,
     /// The masker and the session's profile (responses, and what the ledger keeps).
     pub masking: SessionMasking,
+    /// The connection's catalog, which classification consults (functions, views).
+    pub catalog: Arc<CatalogCache>,
 }
 
 /// A task grant a session runs under.
@@ -317,6 +320,11 @@ pub struct Relay {
     forwarded: u64,
     /// The session recording, when the connection records (`recording = "commands"|"full"`).
     recorder: Option<Recorder>,
+    /// The catalog this round of client messages is classified with.
+    catalog: Arc<Catalog>,
+    /// A schema change was forwarded and has not been committed (or rolled back) yet: the
+    /// catalog, read on another connection, cannot see it, so user functions count as unknown.
+    schema_changing: bool,
 }
 
 impl Relay {
@@ -361,6 +369,8 @@ impl Relay {
             queue: VecDeque::new(),
             forwarded: 0,
             recorder,
+            catalog: Arc::new(Catalog::builtin("not read yet")),
+            schema_changing: false,
         }
     }
 
@@ -553,6 +563,9 @@ impl Relay {
 
     /// Frames client bytes, records statements, forwards what may go.
     async fn on_client_data(&mut self) -> Result<Flow, PgError> {
+        if !self.schema_changing {
+            self.catalog = self.info.catalog.get().await;
+        }
         let mut items = Vec::new();
         let mut drafts: Vec<Draft> = Vec::new();
         let mut draft_bytes = 0usize;
@@ -607,6 +620,7 @@ impl Relay {
                     let verdict = gd.decision.verdict;
                     if verdict == Verdict::Allow {
                         self.sql_prepared.apply(&class);
+                        self.note_schema_change(&class);
                         items.push(Item::Statement(msg, Started::Query(Some(class.clone()))));
                     } else {
                         let mut standin = BytesMut::new();
@@ -659,6 +673,7 @@ impl Relay {
                     // Decided again at Execute: the policies may have changed since Parse.
                     let gd = self.decide(&class, &text);
                     if gd.decision.verdict == Verdict::Allow {
+                        self.note_schema_change(&class);
                         items.push(Item::Statement(msg, Started::Execute(rows)));
                     } else {
                         items.push(Item::Denied(denied_parse(), self.denial(&gd, &class), true));
@@ -886,13 +901,34 @@ impl Relay {
     }
 
     /// The classification of SQL text, with `EXECUTE` resolved against this session's
-    /// SQL-prepared statements.
+    /// SQL-prepared statements and what the target's catalog says of the functions and views
+    /// it uses.
     fn classify(&self, sql: &str) -> Arc<Classification> {
         let class = self.gate.classify(sql);
-        if class.needs_session() {
+        let class = if class.needs_session() {
             Arc::new(class.resolve(&self.sql_prepared))
         } else {
             class
+        };
+        if !self.catalog.concerns(&class) {
+            return class;
+        }
+        Arc::new(catalog::refine(&class, &self.catalog, &|text| {
+            self.gate.classify(text)
+        }))
+    }
+
+    /// A statement about to be forwarded may change the schema (functions, views): until its
+    /// transaction ends, user functions count as unknown; after, the catalog is read again.
+    fn note_schema_change(&mut self, class: &Classification) {
+        use portcullis_policy::Action as A;
+        let changes = class
+            .actions
+            .iter()
+            .any(|a| matches!(a, A::Ddl | A::Dcl | A::Admin | A::Unknown));
+        if changes && !self.schema_changing {
+            self.schema_changing = true;
+            self.catalog = schema_in_flight(&self.catalog);
         }
     }
 
@@ -1303,6 +1339,10 @@ impl Relay {
                 b'G' => self.on_copy_in(),
                 b'Z' => {
                     self.copy_out = None;
+                    if self.schema_changing && body.first() == Some(&b'I') {
+                        self.schema_changing = false;
+                        self.info.catalog.changed();
+                    }
                     self.on_ready(&mut results);
                     self.describe_fifo.clear();
                     self.describing.clear();
@@ -1623,4 +1663,11 @@ fn resets_prepared_statements(sql: &str) -> bool {
 
 fn bad(what: &str) -> PgError {
     PgError::ClientProtocol(what.to_string())
+}
+
+/// The catalog to classify with while a schema change this session made is in flight.
+fn schema_in_flight(current: &Catalog) -> Arc<Catalog> {
+    Arc::new(current.without_user_functions(
+        "a schema change made in this session has not been committed yet, and the catalog is read on another connection: user-defined functions count as unknown until it ends",
+    ))
 }

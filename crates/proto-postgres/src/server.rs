@@ -64,6 +64,8 @@ pub struct PgGateway {
     /// Decides every statement (policies in force, swapped on reload).
     pub gate: Arc<portcullis_policy::Gate>,
     pub targets: HashMap<String, Arc<Target>>,
+    /// Each connection's catalog reading (functions, views), which classification consults.
+    pub catalogs: HashMap<String, Arc<crate::catalog::CatalogCache>>,
     pub cancels: CancelRegistry,
     /// Where session recordings go, and the chunk size in bytes (`None`: not configured;
     /// connections with `recording` on then fail to start, see `serve`).
@@ -368,11 +370,24 @@ impl PgGateway {
             .await?;
             return Ok(None);
         }
-        let forwarded: Vec<(String, String)> = params
+        let mut forwarded: Vec<(String, String)> = params
             .iter()
             .filter(|(k, _)| FORWARDED_PARAMS.contains(&k.to_ascii_lowercase().as_str()))
             .cloned()
             .collect();
+        let actor = self
+            .gate
+            .with_configured_groups(&crate::relay::actor_of(&principal));
+        // An agent no policy lets write here gets read-only transactions on the target too:
+        // a write the classifier missed (a function's hidden side effect) then fails in the
+        // database. The setting's value at login is what RESET and DISCARD return to; turning
+        // it off by SET or READ WRITE is classed `admin`. Recorded with the session's opening.
+        if target.read_only_sessions && !self.gate.may_write(&actor, &connection) {
+            forwarded.push((
+                "options".into(),
+                "-c default_transaction_read_only=on".into(),
+            ));
+        }
         let upstream = match target.connect(&forwarded).await {
             Ok(u) => u,
             Err(e) => {
@@ -396,9 +411,6 @@ impl PgGateway {
         });
         let tls = client.is_tls();
         // The session's masking profile, recorded with its opening.
-        let actor = self
-            .gate
-            .with_configured_groups(&crate::relay::actor_of(&principal));
         let justification = principal
             .identity
             .as_ref()
@@ -487,6 +499,11 @@ impl PgGateway {
                 *chunk,
             )),
         };
+        let catalog = self
+            .catalogs
+            .get(&connection)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(crate::catalog::CatalogCache::new(target.clone())));
         Ok(Some(Relay::new(
             SessionInfo {
                 actor,
@@ -499,6 +516,7 @@ impl PgGateway {
                 started,
                 recorder,
                 masking,
+                catalog,
             },
             client,
             upstream,

@@ -30,6 +30,8 @@ pub struct Target {
     pub recording: portcullis_core::config::RecordingMode,
     /// The connection's masking profile, when no `[[masking.assign]]` rule picks one.
     pub masking_profile: Option<String>,
+    /// Run the sessions of agents that may only read here in read-only transactions.
+    pub read_only_sessions: bool,
 }
 
 /// A logged-in upstream connection.
@@ -349,12 +351,22 @@ fn auth_name(a: UpstreamAuth) -> &'static str {
 
 /// Reads one whole typed message during login (small messages only).
 async fn read_message(stream: &mut Stream, buf: &mut BytesMut) -> Result<(u8, BytesMut), PgError> {
+    read_message_upto(stream, buf, 1 << 20, "during login").await
+}
+
+/// Reads one whole typed message of at most `max` bytes; `when` names the phase in errors.
+pub(crate) async fn read_message_upto(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    max: usize,
+    when: &str,
+) -> Result<(u8, BytesMut), PgError> {
     loop {
         if buf.len() >= 5 {
             let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
-            if !(4..=1 << 20).contains(&len) {
+            if len < 4 || len as usize > max {
                 return Err(PgError::UpstreamProtocol(format!(
-                    "message length {len} during login"
+                    "message length {len} {when} (the limit is {max} bytes)"
                 )));
             }
             let total = 1 + len as usize;
@@ -367,9 +379,9 @@ async fn read_message(stream: &mut Stream, buf: &mut BytesMut) -> Result<(u8, By
         }
         let n = stream.read_buf(buf).await.map_err(PgError::upstream_io)?;
         if n == 0 {
-            return Err(PgError::UpstreamProtocol(
-                "the target closed the connection during login".into(),
-            ));
+            return Err(PgError::UpstreamProtocol(format!(
+                "the target closed the connection {when}"
+            )));
         }
     }
 }

@@ -95,8 +95,14 @@ pub struct Catalog {
     functions: HashMap<String, Vec<Function>>,
     builtins: HashMap<String, Volatility>,
     views: HashMap<ObjectName, View>,
+    /// Views by their unqualified name (as `quote_ident` writes it).
+    views_by_name: HashMap<String, Vec<ObjectName>>,
     relations: Vec<ObjectName>,
     origin: Origin,
+}
+
+fn bare(name: &str) -> &str {
+    name.rsplit_once('.').map_or(name, |(_, n)| n)
 }
 
 /// VOLATILE built-ins that change nothing another session or the database sees (they read
@@ -188,10 +194,18 @@ impl Catalog {
         for f in functions {
             by_name.entry(f.name.clone()).or_default().push(f);
         }
+        let mut views_by_name: HashMap<String, Vec<ObjectName>> = HashMap::new();
+        for v in &views {
+            views_by_name
+                .entry(bare(&v.name).to_string())
+                .or_default()
+                .push(v.name.clone());
+        }
         Catalog {
             functions: by_name,
             builtins: builtins.into_iter().collect(),
             views: views.into_iter().map(|v| (v.name.clone(), v)).collect(),
+            views_by_name,
             relations,
             origin,
         }
@@ -203,6 +217,7 @@ impl Catalog {
             functions: HashMap::new(),
             builtins: builtin_table().clone(),
             views: HashMap::new(),
+            views_by_name: HashMap::new(),
             relations: Vec::new(),
             origin: Origin::NotConsulted(why.into()),
         }
@@ -219,6 +234,41 @@ impl Catalog {
 
     pub fn view(&self, name: &str) -> Option<&View> {
         self.views.get(name)
+    }
+
+    /// The views a table name read by a statement may mean. The classifier writes an
+    /// unqualified name as `public.name`; the session's `search_path` may put another schema
+    /// first, so a view of that name in any schema is followed too (the cautious reading).
+    pub fn views_for<'a>(&'a self, table: &'a str) -> impl Iterator<Item = &'a View> + 'a {
+        let exact = self.views.get(table);
+        let others = table
+            .strip_prefix("public.")
+            .and_then(|b| self.views_by_name.get(b))
+            .into_iter()
+            .flatten()
+            .filter(move |n| n.as_str() != table)
+            .filter_map(|n| self.views.get(n));
+        exact.into_iter().chain(others)
+    }
+
+    /// Whether [`refine`] can change `c`: it calls a function or reads a view.
+    pub fn concerns(&self, c: &Classification) -> bool {
+        c.statements.iter().any(|s| {
+            !s.calls.is_empty() || s.reads.iter().any(|t| self.views_for(t).next().is_some())
+        })
+    }
+
+    /// The same catalog with no user-defined functions known (each then needs
+    /// `function_call`): for while a schema change the gateway cannot see yet is in flight.
+    pub fn without_user_functions(&self, why: impl Into<String>) -> Catalog {
+        Catalog {
+            functions: HashMap::new(),
+            builtins: self.builtins.clone(),
+            views: self.views.clone(),
+            views_by_name: self.views_by_name.clone(),
+            relations: self.relations.clone(),
+            origin: Origin::NotConsulted(why.into()),
+        }
     }
 
     /// User-defined functions named `name` (every schema, every overload).
@@ -307,10 +357,11 @@ fn refine_statement(
             sources,
         );
     }
-    for table in &s.reads {
-        let Some(view) = catalog.view(table) else {
-            continue;
-        };
+    for (table, view) in s
+        .reads
+        .iter()
+        .flat_map(|t| catalog.views_for(t).map(move |v| (t, v)))
+    {
         if depth >= MAX_DEPTH {
             r.note(
                 Action::FunctionCall,

@@ -556,11 +556,10 @@ fn classify_at(sql: &str, depth: usize) -> StatementClass {
                 Some(N::VariableSetStmt(v)) => {
                     use pg_query::protobuf::VariableSetKind as K;
                     if v.kind == K::VarResetAll as i32 {
-                        // RESET ROLE is part of it and harmless; the read-only default is not.
-                        s.note(
-                        Action::Admin,
-                        format!("RESET ALL resets default_transaction_read_only: it {READ_WRITE_NOTE}"),
-                    );
+                        // Every setting returns to its value at login: RESET ROLE to the
+                        // gateway's role, default_transaction_read_only to what the gateway
+                        // set in the startup packet.
+                        s.add(Action::Session, None);
                     } else if v.kind == K::VarSetMulti as i32 {
                         // SET TRANSACTION … / SET SESSION CHARACTERISTICS AS TRANSACTION …
                         let base = if v.name == "TRANSACTION" {

@@ -36,7 +36,12 @@ pub fn class_of(name: &str, value: Value<'_>) -> (Action, Option<String>) {
             Action::Dcl,
             Some(format!("setting {name} changes the role statements run as")),
         ),
-        "default_transaction_read_only" if is_on(&value) => (Action::Session, None),
+        // RESET and SET … TO DEFAULT return to the value at login, which is what the gateway
+        // set in the startup packet for a read-only session. (Not so for transaction_read_only:
+        // RESET in a transaction turns it off.)
+        "default_transaction_read_only" if is_on(&value) || value == Value::Default => {
+            (Action::Session, None)
+        }
         "transaction_read_only" if is_on(&value) => (Action::Transaction, None),
         "default_transaction_read_only" | "transaction_read_only" => {
             (Action::Admin, Some(format!("{name}: {READ_WRITE_NOTE}")))

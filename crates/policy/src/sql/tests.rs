@@ -63,8 +63,9 @@ fn role_changes_are_dcl_and_resets_are_not() {
     assert_eq!(actions("SET SESSION AUTHORIZATION postgres"), ["dcl"]);
     assert_eq!(actions("RESET ROLE"), ["session"]);
     assert_eq!(actions("SET ROLE NONE"), ["dcl"]);
-    // RESET ALL also resets default_transaction_read_only (see settings_are_classed_…).
-    assert_eq!(actions("RESET ALL"), ["admin"]);
+    // RESET ALL returns every setting to its value at login, the gateway's read-only default
+    // included (see settings_are_classed_…).
+    assert_eq!(actions("RESET ALL"), ["session"]);
     assert_eq!(actions("SET work_mem = '64MB'"), ["session"]);
     assert_eq!(
         actions("SELECT set_config('role', 'postgres', false)"),
@@ -176,6 +177,10 @@ fn settings_are_classed_by_what_they_change() {
         ("SET NAMES 'utf-8'", &["session"]),
         ("SET standard_conforming_strings = on", &["session"]),
         ("SET default_transaction_read_only = on", &["session"]),
+        // Back to the value at login: what the gateway set for a read-only session.
+        ("SET default_transaction_read_only TO DEFAULT", &["session"]),
+        ("RESET default_transaction_read_only", &["session"]),
+        ("RESET ALL", &["session"]),
         ("SET transaction_read_only = true", &["transaction"]),
         ("SELECT set_config('default_transaction_read_only', 'yes', false)", &["session", "select"]),
         // Role changes: dcl, however they are spelled; a name the gateway cannot read too.
@@ -201,10 +206,8 @@ fn settings_are_classed_by_what_they_change() {
         ("SET default_transaction_read_only = off", &["admin"]),
         ("SET default_transaction_read_only = 0", &["admin"]),
         ("SET SESSION default_transaction_read_only TO false", &["admin"]),
-        ("SET default_transaction_read_only TO DEFAULT", &["admin"]),
-        ("RESET default_transaction_read_only", &["admin"]),
         ("RESET transaction_read_only", &["admin"]),
-        ("RESET ALL", &["admin"]),
+        ("SET transaction_read_only TO DEFAULT", &["admin"]),
         ("SET transaction_read_only = off", &["admin"]),
         ("SELECT set_config('default_transaction_read_only', 'off', false)", &["select", "admin"]),
         ("SELECT set_config('Transaction_Read_Only', 'n', true)", &["select", "admin"]),
