@@ -371,6 +371,17 @@ pub struct OidcIssuerConfig {
     /// Shortest time between two JWKS fetches triggered by an unknown `kid`, in seconds.
     #[serde(default = "default_jwks_min_refresh_secs")]
     pub jwks_min_refresh_secs: u64,
+    /// Fetch the discovery document and the JWKS over plain `http://` from a host that is not
+    /// loopback. Off by default: whoever is on the network path could swap the signing keys
+    /// and mint tokens the gateway would accept. Loopback (`127.0.0.0/8`, `::1`, `localhost`)
+    /// is always allowed.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// PEM file of the certificate authorities trusted for this issuer's HTTPS endpoints
+    /// (discovery and JWKS), in addition to the system's roots: for a provider behind a
+    /// private CA. Relative to the configuration file's folder.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_agent_claim() -> String {

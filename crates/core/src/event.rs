@@ -94,9 +94,17 @@ impl Identity {
 /// One identity in a delegation chain.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ChainLink {
+    /// The name the gateway knows this principal by (for an agent, its agent name).
     pub subject: String,
+    /// Who vouched for it: the `iss` of the token it presented.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub issuer: String,
+    /// For an agent that joined the chain by presenting its own token (the `actor_token` of
+    /// a token exchange): that token's `sub` at `issuer`, i.e. the service account as its
+    /// identity provider knows it, which may differ from `subject` (the agent name, taken
+    /// from the issuer's `agent_claim`). Absent in events written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_subject: Option<String>,
 }
 
 /// The task grant behind a session.
@@ -485,5 +493,35 @@ mod tests {
         assert_eq!(json["kind"], ev.kind());
         let back: EventData = serde_json::from_value(json).expect("round trip");
         assert_eq!(back, ev);
+    }
+
+    /// An event written before `ChainLink::idp_subject` existed reads, and writes back byte
+    /// for byte (so hashes over its JSON still match); a link without the field stays without
+    /// it, and one with it round-trips.
+    #[test]
+    fn chain_links_without_idp_subject_read_and_write_back_unchanged() {
+        let old = r#"{"kind":"auth_success","principal":{"agent":"agent-etl","auth_method":"gateway-token","identity":{"issuer":"urn:portcullis:gateway","subject":"alice@example.com","token_id":"j1","chain":[{"subject":"alice@example.com","issuer":"http://127.0.0.1:4000"},{"subject":"agent-etl","issuer":"http://127.0.0.1:4000"},{"subject":"planner"}],"expires_at":1700000000}},"client_addr":"127.0.0.1:5","connection":"db","protocol":"postgres"}"#;
+        let ev: EventData = serde_json::from_str(old).expect("an old event parses");
+        let EventData::AuthSuccess { principal, .. } = &ev else {
+            panic!("auth_success expected, got {ev:?}")
+        };
+        let chain = &principal.identity.as_ref().expect("identity").chain;
+        assert_eq!(chain.len(), 3);
+        assert!(chain.iter().all(|l| l.idp_subject.is_none()));
+        assert_eq!(chain[2].issuer, "");
+        assert_eq!(serde_json::to_string(&ev).expect("serializes"), old);
+
+        let link = ChainLink {
+            subject: "agent-etl".into(),
+            issuer: "https://idp.example".into(),
+            idp_subject: Some("0oa1b2c3-service-account".into()),
+        };
+        let json = serde_json::to_string(&link).expect("serializes");
+        assert_eq!(
+            json,
+            r#"{"subject":"agent-etl","issuer":"https://idp.example","idp_subject":"0oa1b2c3-service-account"}"#
+        );
+        let back: ChainLink = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, link);
     }
 }

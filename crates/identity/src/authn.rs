@@ -79,6 +79,10 @@ fn string_claim<'a>(c: &'a Claims, name: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// The claim inside an `act` object of a gateway token that keeps the actor's own `sub` at
+/// its identity provider ([`ChainLink::idp_subject`]) when `sub` there is the agent name.
+const ACT_IDP_SUB: &str = "idp_sub";
+
 /// The `act` chain of a token, current actor first (as nested in the token).
 fn actors_of(claims: &Claims) -> Vec<ChainLink> {
     let mut out = Vec::new();
@@ -88,6 +92,11 @@ fn actors_of(claims: &Claims) -> Vec<ChainLink> {
             out.push(ChainLink {
                 subject: sub.to_string(),
                 issuer: act.get("iss").and_then(Value::as_str).unwrap_or("").into(),
+                idp_subject: act
+                    .get(ACT_IDP_SUB)
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string),
             });
         }
         cur = act.get("act");
@@ -107,6 +116,9 @@ fn act_claim(links: &[ChainLink]) -> Option<Value> {
         if !link.issuer.is_empty() {
             m.insert("iss".into(), json!(link.issuer));
         }
+        if let Some(idp_sub) = &link.idp_subject {
+            m.insert(ACT_IDP_SUB.into(), json!(idp_sub));
+        }
         if let Some(inner) = value.take() {
             m.insert("act".into(), inner);
         }
@@ -123,6 +135,7 @@ fn chain_of(subject: &str, issuer: &str, actors_current_first: &[ChainLink]) -> 
     let mut chain = vec![ChainLink {
         subject: subject.into(),
         issuer: issuer.into(),
+        idp_subject: None,
     }];
     chain.extend(actors_current_first.iter().rev().cloned());
     chain
@@ -136,18 +149,11 @@ impl Authenticator {
         agent_groups: HashMap<String, Vec<String>>,
         api_url: Option<&str>,
     ) -> Result<Authenticator, IdentityError> {
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(5))
-            .build()
-            .map_err(|e| IdentityError::Setup {
-                what: "HTTP client for identity providers".into(),
-                reason: e.to_string(),
-            })?;
+        // One client per issuer: each trusts its own ca_file.
         let issuers = config
             .oidc
             .iter()
-            .cloned()
-            .map(|c| OidcIssuer::new(c, http.clone()))
+            .map(|c| OidcIssuer::new(c.clone(), crate::idp_http::http_client(c)?))
             .collect::<Result<Vec<_>, _>>()?;
         let mut saml = Vec::new();
         for idp in &config.saml {
@@ -396,10 +402,11 @@ impl Authenticator {
         actor_token: &str,
         now: i64,
     ) -> Result<Issued, IdentityError> {
+        // An unreachable provider stays what it is (not "your token is bad").
         let subject = self
             .login(subject_token, now)
             .await
-            .map_err(|e| rejected(format!("subject_token: {}", strip(&e))))?;
+            .map_err(|e| in_exchange("subject_token", e))?;
         if subject.claims.get("grant").is_some() {
             return Err(rejected(
                 "subject_token: a grant credential cannot be exchanged; use it as it is",
@@ -408,7 +415,7 @@ impl Authenticator {
         let actor = self
             .login(actor_token, now)
             .await
-            .map_err(|e| rejected(format!("actor_token: {}", strip(&e))))?;
+            .map_err(|e| in_exchange("actor_token", e))?;
         // The subject is who policy will see as the human requester: it must be a person.
         if let Some(why) = self.not_a_person(&subject) {
             return Err(IdentityError::NotAPerson {
@@ -456,10 +463,22 @@ impl Authenticator {
                 )));
             }
         }
+        // The agent joins the chain under its agent name, with its own token's `sub` at its
+        // issuer (the service account as the provider knows it); a delegated actor token
+        // already has its actors in `act`, so its `sub` (a person) is not the agent's.
+        let idp_subject = if a_id.chain.is_empty() && !a_id.subject.is_empty() {
+            Some(a_id.subject.clone())
+        } else {
+            actors_of(&actor.claims)
+                .into_iter()
+                .next()
+                .and_then(|l| l.idp_subject)
+        };
         // Earlier actors: those of the subject token (current first).
         let mut actors = vec![ChainLink {
             subject: actor_name.clone(),
             issuer: a_id.issuer.clone(),
+            idp_subject,
         }];
         actors.extend(actors_of(&subject.claims));
         let mut exp = now + self.config.tokens.ttl_secs as i64;
@@ -655,6 +674,15 @@ impl Authenticator {
     }
 }
 
+/// An error from checking one of the tokens of an exchange: the provider being unreachable
+/// stays [`IdentityError::IssuerUnavailable`]; anything else refuses the token it is about.
+fn in_exchange(which: &str, e: IdentityError) -> IdentityError {
+    match e {
+        IdentityError::IssuerUnavailable { .. } => e,
+        other => rejected(format!("{which}: {}", strip(&other))),
+    }
+}
+
 /// The message of an error without its variant's prefix.
 fn strip(e: &IdentityError) -> String {
     match e {
@@ -673,15 +701,19 @@ mod tests {
             ChainLink {
                 subject: "executor".into(),
                 issuer: "i".into(),
+                idp_subject: Some("0oa-executor".into()),
             },
             ChainLink {
                 subject: "planner".into(),
                 issuer: String::new(),
+                idp_subject: None,
             },
         ];
         let act = act_claim(&links).expect("some");
         assert_eq!(act["sub"], "executor");
+        assert_eq!(act["idp_sub"], "0oa-executor");
         assert_eq!(act["act"]["sub"], "planner");
+        assert!(act["act"].get("idp_sub").is_none());
         let mut c = Claims::new();
         c.insert("act".into(), act);
         assert_eq!(actors_of(&c), links);
@@ -803,6 +835,14 @@ mod tests {
         let chain: Vec<&str> = id.chain.iter().map(|l| l.subject.as_str()).collect();
         assert_eq!(chain, ["alice@example.com", "planner", "executor"]);
         assert_eq!(issued.principal.agent, "executor");
+        // The actor's own token's sub is kept on its link (and in the issued token's `act`),
+        // the earlier links are as they were.
+        let idp_subjects: Vec<Option<&str>> =
+            id.chain.iter().map(|l| l.idp_subject.as_deref()).collect();
+        assert_eq!(idp_subjects, [None, None, Some("executor")]);
+        let claims = jwt::peek(&issued.token).expect("peek").claims;
+        assert_eq!(claims["act"]["idp_sub"], "executor");
+        assert!(claims["act"]["act"].get("idp_sub").is_none());
         // …but the actor may not be the person the subject speaks for.
         let alice = gateway(
             &a,

@@ -63,7 +63,9 @@ pub enum IdentityError {
     TokenRejected { reason: String },
 
     /// An identity provider could not be reached or answered nonsense.
-    #[error("identity provider {issuer:?} unavailable: {reason}; check its URL and that the gateway can reach it")]
+    /// Its message starts with "identity provider " (the PostgreSQL front end tells it from a
+    /// refused token by that).
+    #[error("identity provider {issuer:?} unavailable: {reason}; check the issuer's URLs (issuer, discovery_url, jwks_uri), its ca_file, and that the gateway can reach it")]
     IssuerUnavailable { issuer: String, reason: String },
 
     /// A token that must speak for a person (a token exchange's `subject_token`, the token of

@@ -31,6 +31,7 @@ pub mod authn;
 mod error;
 pub mod gateway_token;
 pub mod grants;
+pub mod idp_http;
 pub mod jwt;
 pub mod oidc;
 mod registry;

@@ -9,6 +9,9 @@
 //! The algorithm must be in the issuer's allowed list *and* match the key's type (an RSA key
 //! only verifies RS256, an EC P-256 key only ES256, an Ed25519 key only EdDSA), so the
 //! token's header cannot pick how its own signature is checked.
+//!
+//! Keys are fetched over HTTPS (or plain http on loopback, or with `allow_http`), trusting the
+//! issuer's `ca_file` besides the system's roots: see [`crate::idp_http`].
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,6 +22,7 @@ use portcullis_core::config::OidcIssuerConfig;
 use serde_json::Value;
 use tokio::sync::{Mutex, RwLock};
 
+use crate::idp_http::{check_runtime_url, error_chain};
 use crate::jwt::{self, rejected, Claims, Unverified};
 use crate::IdentityError;
 
@@ -102,7 +106,10 @@ fn key_alg(jwk: &Jwk) -> Option<Algorithm> {
 }
 
 impl OidcIssuer {
+    /// An issuer fetching its keys with `http` (see [`crate::idp_http::http_client`]). Its
+    /// URLs must pass [`crate::idp_http::check_transport`].
     pub fn new(config: OidcIssuerConfig, http: reqwest::Client) -> Result<Self, IdentityError> {
+        crate::idp_http::check_transport(&config)?;
         let mut allowed = Vec::new();
         for a in &config.algorithms {
             match parse_alg(a) {
@@ -295,12 +302,17 @@ impl OidcIssuer {
                         doc.get("issuer")
                     )));
                 }
-                doc.get("jwks_uri")
+                let jwks_uri = doc
+                    .get("jwks_uri")
                     .and_then(Value::as_str)
                     .ok_or_else(|| {
                         unavailable(format!("discovery document {url} has no jwks_uri"))
                     })?
-                    .to_string()
+                    .to_string();
+                check_runtime_url(&self.config, &jwks_uri).map_err(|e| {
+                    unavailable(format!("discovery document {url} names jwks_uri: {e}"))
+                })?;
+                jwks_uri
             }
         };
         let v: Value = self.get_json(&jwks_uri).await.map_err(&unavailable)?;
@@ -321,11 +333,13 @@ impl OidcIssuer {
             .get(url)
             .send()
             .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
+            .map_err(|e| format!("GET {url}: {}", error_chain(&e.without_url())))?;
         if !resp.status().is_success() {
             return Err(format!("GET {url}: HTTP {}", resp.status()));
         }
-        resp.json().await.map_err(|e| format!("GET {url}: {e}"))
+        resp.json()
+            .await
+            .map_err(|e| format!("GET {url}: {}", error_chain(&e.without_url())))
     }
 }
 

@@ -569,7 +569,15 @@ fn who(p: &portcullis_core::Principal) -> String {
     let mut s = format!("{} ({})", p.agent, p.auth_method);
     if let Some(id) = p.identity.as_deref() {
         if id.chain.len() > 1 {
-            let chain: Vec<&str> = id.chain.iter().map(|l| l.subject.as_str()).collect();
+            // An agent known to its provider by another sub shows it: `agent-etl (sub 6f1c…)`.
+            let chain: Vec<String> = id
+                .chain
+                .iter()
+                .map(|l| match &l.idp_subject {
+                    Some(sub) if sub != &l.subject => format!("{} (sub {sub})", l.subject),
+                    _ => l.subject.clone(),
+                })
+                .collect();
             s.push_str(&format!(" for {}", chain.join(" → ")));
         } else if let Some(r) = id.requester() {
             s.push_str(&format!(" for {r}"));

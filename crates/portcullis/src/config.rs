@@ -26,6 +26,8 @@ pub struct Loaded {
     pub policies: Arc<PolicySet>,
     /// `[masking]`, compiled.
     pub masker: Arc<portcullis_mask::Masker>,
+    /// Accepted, but worth telling the operator (`check` prints them, `serve` logs them).
+    pub warnings: Vec<String>,
 }
 
 impl Loaded {
@@ -292,6 +294,11 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     for idp in &mut config.identity.saml {
         idp.certificate_file = resolve(&base, &idp.certificate_file);
     }
+    for i in &mut config.identity.oidc {
+        if let Some(f) = &mut i.ca_file {
+            *f = resolve(&base, f);
+        }
+    }
     if let Some(f) = &mut config.identity.tokens.signing_key_file {
         *f = resolve(&base, f);
     }
@@ -314,7 +321,22 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         }
     }
     let mut names = HashSet::new();
+    let mut warnings = Vec::new();
     for i in &config.identity.oidc {
+        // Where the keys come from, and over what: https, loopback, or allow_http (warned).
+        let fetched = i
+            .jwks_uri
+            .as_deref()
+            .or(i.discovery_url.as_deref())
+            .unwrap_or(&i.issuer);
+        let at = line_of(&text, fetched);
+        warnings.extend(
+            portcullis_identity::idp_http::check_transport(i)
+                .map_err(|e| anyhow!("{where_}{at}: {e}"))?
+                .into_iter()
+                .map(|w| format!("{where_}{at}: {w}")),
+        );
+        portcullis_identity::idp_http::http_client(i).map_err(|e| anyhow!("{where_}: {e}"))?;
         if !names.insert(&i.name) {
             bail!("{where_}: identity.oidc name {:?} is used twice", i.name);
         }
@@ -416,7 +438,18 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         text,
         policies: Arc::new(policies),
         masker,
+        warnings,
     })
+}
+
+/// `:LINE` of the first line of `text` that holds `needle` as a quoted string (to point an
+/// error at the setting), or nothing.
+fn line_of(text: &str, needle: &str) -> String {
+    let quoted = format!("{needle:?}");
+    text.lines()
+        .position(|l| l.contains(&quoted))
+        .map(|i| format!(":{}", i + 1))
+        .unwrap_or_default()
 }
 
 /// Compiles `[masking]`: detectors, profiles, the hash key; checks every name it uses.
@@ -474,6 +507,9 @@ pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
     );
     for f in l.policies.files() {
         println!("  policy file {} (sha256 {})", f.path, &f.sha256[..16]);
+    }
+    for w in &l.warnings {
+        eprintln!("warning: {w}");
     }
     if l.policies.is_empty() {
         eprintln!("warning: no policies: every statement will be denied. Add [policy] files = [\"policies\"] (see examples/policies)");

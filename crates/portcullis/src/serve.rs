@@ -19,6 +19,9 @@ use tokio::sync::watch;
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     crate::init_tracing();
     let loaded = config::load(path)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
     if loaded.policies.is_empty() {
         tracing::warn!("no policy files in {}: every statement will be denied; add [policy] files = [...] (see examples/policies)", path.display());
     }

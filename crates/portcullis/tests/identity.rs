@@ -3,11 +3,13 @@
 //! the provider, RFC 8693 token exchange with the chain in the ledger and in policy, task
 //! grants from the CLI (narrowing, revocation ending a live session, replay after restart),
 //! agents refused where a person must stand (an exchange's subject_token, the grants API),
-//! and an RFC 7522 SAML bearer assertion signed with xmlsec1.
+//! an RFC 7522 SAML bearer assertion signed with xmlsec1, and how the gateway reaches the
+//! provider: https (a private CA trusted through `ca_file`), plain http refused off loopback
+//! unless `allow_http`, and an unreachable or untrusted provider reported with its cause.
 
 mod common;
 
-use common::idp::{decode_jwt, Idp, AUDIENCE, ETL_CLIENT, SUPPORT_CLIENT};
+use common::idp::{decode_jwt, test_ca, Idp, AUDIENCE, ETL_CLIENT, SUPPORT_CLIENT};
 use common::*;
 use portcullis_core::EventData;
 use serde_json::{json, Value};
@@ -398,6 +400,11 @@ fn token_exchange_carries_the_human_to_the_ledger_and_to_policy() {
         .filter_map(|l| l["subject"].as_str())
         .collect();
     assert_eq!(chain, ["alice@example.com", "agent-etl"]);
+    // The agent's link keeps its own token's sub and issuer at the provider.
+    let agent_link = &p["identity"]["chain"][1];
+    assert_eq!(agent_link["issuer"], s.idp.issuer.as_str());
+    assert_eq!(agent_link["idp_subject"], "agent-etl");
+    assert!(p["identity"]["chain"][0].get("idp_subject").is_none());
     let st =
         s.gw.statements()
             .into_iter()
@@ -418,6 +425,29 @@ fn token_exchange_carries_the_human_to_the_ledger_and_to_policy() {
         .events_of("token_issued")
         .iter()
         .any(|e| e.json().contains("alice@example.com")));
+
+    // A provider whose service accounts have opaque subjects: the agent name comes from
+    // client_id, and the chain keeps the sub the provider knows the agent by.
+    let t = now();
+    let opaque = s.idp.sign(
+        "rs",
+        json!({}),
+        json!({"iss": s.idp.issuer, "sub": "6f1c9a40-service-account", "client_id": "agent-etl",
+               "aud": AUDIENCE, "iat": t, "exp": t + 300}),
+    );
+    let (status, body) = exchange(&s, &alice, &opaque);
+    assert_eq!(status, 200, "{body}");
+    let delegated = body["access_token"].as_str().expect("token").to_string();
+    ok(psql_token(&s.gw, "agent-etl", &delegated, "SELECT 1"));
+    let p = session_principal(&s.gw);
+    assert_eq!(p["agent"], "agent-etl");
+    assert_eq!(
+        p["identity"]["chain"],
+        json!([
+            {"subject": "alice@example.com", "issuer": s.idp.issuer},
+            {"subject": "agent-etl", "issuer": s.idp.issuer, "idp_subject": "6f1c9a40-service-account"}
+        ])
+    );
 
     // may_act names agent-etl: agent-support cannot act for alice.
     let support = s.idp.client_token(SUPPORT_CLIENT.0, SUPPORT_CLIENT.1);
@@ -1030,4 +1060,297 @@ fn rand_u32() -> u32 {
 
 fn decode_b64url(s: &str) -> Vec<u8> {
     common::idp::base64url_decode(s).expect("base64url")
+}
+
+/// A configuration that `check` accepts apart from its `[[identity.oidc]]` entry.
+fn config_with_issuer(dir: &std::path::Path, oidc: &str) -> std::path::PathBuf {
+    let path = dir.join("portcullis.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"[gateway]
+data_dir = "data"
+
+[[listeners]]
+name = "pg"
+protocol = "postgres"
+bind = "127.0.0.1:{port}"
+
+[[connections]]
+name = "db"
+type = "postgres"
+host = "127.0.0.1"
+database = "db"
+user = "postgres"
+
+[[identity.oidc]]
+name = "corp"
+audiences = ["{AUDIENCE}"]
+{oidc}
+"#,
+            port = free_port()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+fn check_config(path: &std::path::Path) -> std::process::Output {
+    Command::new(exe())
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .expect("run portcullis check")
+}
+
+/// `portcullis serve` on a configuration it must refuse: it exits (within 30 s) with an error.
+fn serve_refuses(path: &std::path::Path) -> String {
+    let log = path.with_file_name("serve.log");
+    let mut child = Command::new(exe())
+        .args(["serve", "--config"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn portcullis serve");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "portcullis serve accepted the configuration and kept running:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "serve exited with success: {text}");
+    text
+}
+
+/// Plain http to a provider that is not on loopback would let anyone on the path swap the
+/// signing keys: `check` and `serve` both refuse it, naming the issuer, the setting (with its
+/// line) and the fix. Loopback stays accepted; `allow_http = true` accepts it with a warning;
+/// an unreadable `ca_file` is refused up front.
+#[test]
+fn plain_http_issuers_off_loopback_are_refused_by_check_and_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config_with_issuer(dir.path(), r#"issuer = "http://idp.corp.example""#);
+    let line = std::fs::read_to_string(&path)
+        .expect("read config")
+        .lines()
+        .position(|l| l.contains("http://idp.corp.example"))
+        .expect("issuer line")
+        + 1;
+    let out = check_config(&path);
+    assert!(!out.status.success(), "check accepted: {}", stdout(&out));
+    let err = stderr(&out);
+    for text in [err.clone(), serve_refuses(&path)] {
+        for needle in [
+            format!("portcullis.toml:{line}"),
+            "identity.oidc \"corp\"".to_string(),
+            "issuer = \"http://idp.corp.example\"".to_string(),
+            "plain http to idp.corp.example, which is not a loopback address".to_string(),
+            "https://".to_string(),
+            "ca_file".to_string(),
+            "allow_http = true".to_string(),
+        ] {
+            assert!(text.contains(&needle), "{needle:?} missing in: {text}");
+        }
+    }
+
+    // A jwks_uri over plain http is refused the same way, naming jwks_uri.
+    let path = config_with_issuer(
+        dir.path(),
+        "issuer = \"https://idp.corp.example\"\njwks_uri = \"http://keys.corp.example/jwks\"",
+    );
+    let out = check_config(&path);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("jwks_uri = \"http://keys.corp.example/jwks\""),
+        "{}",
+        stderr(&out)
+    );
+
+    // Loopback over http (what the test provider does): accepted, no warning.
+    let path = config_with_issuer(dir.path(), r#"issuer = "http://127.0.0.1:4000""#);
+    let out = check_config(&path);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("allow_http"), "{}", stderr(&out));
+
+    // allow_http = true: accepted, with a warning that says what it costs.
+    let path = config_with_issuer(
+        dir.path(),
+        "issuer = \"http://idp.corp.example\"\nallow_http = true",
+    );
+    let out = check_config(&path);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning:")
+            && err.contains("identity.oidc \"corp\": allow_http = true")
+            && err.contains("over plain http"),
+        "{err}"
+    );
+
+    // A ca_file that cannot be read: refused by check, naming the file.
+    let path = config_with_issuer(
+        dir.path(),
+        "issuer = \"https://idp.corp.example\"\nca_file = \"missing-ca.pem\"",
+    );
+    let out = check_config(&path);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("identity.oidc \"corp\": ca_file") && err.contains("missing-ca.pem"),
+        "{err}"
+    );
+}
+
+/// A provider behind a private CA, over HTTPS: with `ca_file` its keys are fetched and its
+/// tokens accepted; without, the fetch fails and the ledger and the client's DETAIL name the
+/// TLS cause, with a hint that is not "get a fresh token".
+#[test]
+fn an_https_issuer_is_trusted_through_ca_file_and_an_untrusted_certificate_is_named() {
+    let cluster = target(&[]);
+    let idp = Idp::start();
+    let ca = test_ca();
+    let trusted = idp.https_front(&ca);
+    let untrusted = idp.https_front(&ca);
+    let jwks = idp.jwks_path();
+    let trusted_iss = format!("https://127.0.0.1:{}", trusted.port);
+    let untrusted_iss = format!("https://127.0.0.1:{}", untrusted.port);
+    let gw = Gateway::start(
+        &cluster,
+        GatewayOptions {
+            files: vec![("idp-ca.pem".into(), ca.ca_pem.clone().into_bytes())],
+            extra_config: format!(
+                r#"
+[[agents]]
+name = "agent-etl"
+
+[[identity.oidc]]
+name = "private-ca"
+issuer = "{trusted_iss}"
+jwks_uri = "{trusted_iss}{jwks}"
+audiences = ["{AUDIENCE}"]
+ca_file = "idp-ca.pem"
+
+[[identity.oidc]]
+name = "no-ca-file"
+issuer = "{untrusted_iss}"
+jwks_uri = "{untrusted_iss}{jwks}"
+audiences = ["{AUDIENCE}"]
+"#
+            ),
+            ..Default::default()
+        },
+    );
+    let t = now();
+    let token_from = |iss: &str| {
+        idp.sign(
+            "rs",
+            json!({}),
+            json!({"iss": iss, "sub": "agent-etl", "client_id": "agent-etl", "aud": AUDIENCE,
+                   "iat": t, "exp": t + 300}),
+        )
+    };
+
+    // Trusted through ca_file: the keys are fetched over TLS, the token logs in.
+    ok(psql_token(
+        &gw,
+        "agent-etl",
+        &token_from(&trusted_iss),
+        "SELECT 1",
+    ));
+    let p = session_principal(&gw);
+    assert_eq!(p["identity"]["issuer"], trusted_iss.as_str());
+
+    // The same certificate without ca_file: refused, and everyone is told why.
+    let out = psql_token(&gw, "agent-etl", &token_from(&untrusted_iss), "SELECT 1");
+    assert!(
+        !out.status.success(),
+        "an untrusted provider's token logged in"
+    );
+    let err = stderr(&out);
+    for needle in [
+        "could not fetch the identity provider's keys",
+        "invalid peer certificate: UnknownIssuer",
+        "set ca_file",
+        "not a problem with the token",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing in: {err}");
+    }
+    assert!(!err.contains("get a fresh token"), "{err}");
+    let failures: Vec<String> = gw
+        .events_of("auth_failure")
+        .iter()
+        .map(|e| e.json().to_string())
+        .collect();
+    assert!(
+        failures.iter().any(|f| f.contains(&untrusted_iss)
+            && f.contains("invalid peer certificate: UnknownIssuer")
+            && f.contains("\"sqlstate\":\"08001\"")),
+        "{failures:#?}"
+    );
+    ok(gw.cli(&["audit", "verify"]));
+}
+
+/// The provider is down: the client and the ledger get the root cause (connection refused),
+/// not only "error sending request"; the hint says it is not the token; the token endpoint
+/// answers 503 (worth a retry), not "invalid_grant".
+#[test]
+fn an_unreachable_issuer_is_reported_with_its_root_cause() {
+    let mut s = setup("");
+    let token = s.idp.client_token(ETL_CLIENT.0, ETL_CLIENT.1);
+    let alice = s
+        .idp
+        .human_token(json!({"sub": "alice@example.com", "groups": ["dba"]}));
+    s.idp.stop();
+
+    let out = psql_token(&s.gw, "agent-etl", &token, "SELECT 1");
+    assert!(
+        !out.status.success(),
+        "logged in without the provider's keys"
+    );
+    let err = stderr(&out);
+    for needle in [
+        "could not fetch the identity provider's keys",
+        s.idp.issuer.as_str(),
+        "Connection refused",
+        "not a problem with the token",
+        "ca_file",
+    ] {
+        assert!(err.contains(needle), "{needle:?} missing in: {err}");
+    }
+    assert!(!err.contains("get a fresh token"), "{err}");
+    let failures: Vec<String> =
+        s.gw.events_of("auth_failure")
+            .iter()
+            .map(|e| e.json().to_string())
+            .collect();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.contains("Connection refused") && f.contains("\"sqlstate\":\"08001\"")),
+        "{failures:#?}"
+    );
+
+    std::thread::sleep(Duration::from_millis(2100)); // past the failed-fetch backoff
+    let (status, body) = exchange(&s, &alice, &token);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Connection refused"),
+        "{body}"
+    );
+    ok(s.gw.cli(&["audit", "verify"]));
 }

@@ -291,6 +291,26 @@ impl PgGateway {
         };
         let principal = match outcome {
             Ok(p) => p,
+            // The token could not be checked at all: the identity provider's keys could not be
+            // fetched (IdentityError::IssuerUnavailable, whose message starts so). Not a wrong
+            // password: a connection failure the client may retry, with the cause.
+            Err(reason) if reason.starts_with("identity provider ") => {
+                let mut ev = fail_auth(reason.clone(), "08001");
+                if let EventData::AuthFailure { auth_method: m, .. } = &mut ev {
+                    *m = auth_method.into();
+                }
+                self.record_detached("", ev);
+                let e = ErrorFields::fatal(
+                    "08001",
+                    format!(
+                        "cannot check the token of agent \"{agent}\": the gateway could not fetch the identity provider's keys"
+                    ),
+                )
+                .with_detail(reason)
+                .with_hint("this is not a problem with the token: retry later; the gateway's operator should check the issuer URL, its ca_file and the network path to the identity provider");
+                send_error(&mut client, &e).await?;
+                return Ok(None);
+            }
             Err(reason) => {
                 let mut ev = fail_auth(reason.clone(), "28P01");
                 if let EventData::AuthFailure { auth_method: m, .. } = &mut ev {

@@ -246,6 +246,19 @@ async fn token(
                     )
                     .await
                 }
+                // The tokens could not be checked (the provider's keys could not be fetched):
+                // not the client's fault, worth a retry.
+                Err(e @ IdentityError::IssuerUnavailable { .. }) => {
+                    return refuse(
+                        &state,
+                        peer,
+                        &ep,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        e.to_string(),
+                    )
+                    .await
+                }
                 Err(e) => {
                     return refuse(
                         &state,

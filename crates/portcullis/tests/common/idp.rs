@@ -341,6 +341,109 @@ impl Idp {
     }
 }
 
+// --- HTTPS in front of the provider, with a private CA ---------------------------------------
+
+/// A private certificate authority made at test time, and a server certificate it signed for
+/// `127.0.0.1` and `localhost`.
+pub struct TestCa {
+    /// The CA's certificate (what a `ca_file` holds).
+    pub ca_pem: String,
+    leaf_der: Vec<u8>,
+    leaf_key_der: Vec<u8>,
+}
+
+pub fn test_ca() -> TestCa {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "portcullis test private CA");
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let leaf_key = rcgen::KeyPair::generate().expect("server key");
+    let leaf =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("server params");
+    let issuer = rcgen::Issuer::from_params(&ca, &ca_key);
+    let leaf_cert = leaf
+        .signed_by(&leaf_key, &issuer)
+        .expect("server certificate");
+    TestCa {
+        ca_pem: ca_cert.pem(),
+        leaf_der: leaf_cert.der().to_vec(),
+        leaf_key_der: leaf_key.serialize_der(),
+    }
+}
+
+/// HTTPS on a free loopback port with `TestCa`'s server certificate, each connection forwarded
+/// to the provider's plain-http port. Stops when dropped.
+pub struct HttpsFront {
+    pub port: u16,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl Idp {
+    /// An HTTPS front for this provider (see [`HttpsFront`]).
+    pub fn https_front(&self, ca: &TestCa) -> HttpsFront {
+        use std::sync::Arc;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let certs = vec![rustls_pki_types::CertificateDer::from(ca.leaf_der.clone())];
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(
+            rustls_pki_types::PrivatePkcs8KeyDer::from(ca.leaf_key_der.clone()),
+        );
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server certificate and key");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the HTTPS front");
+        let port = listener.local_addr().expect("local addr").port();
+        let upstream = self.port;
+        runtime.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that refuses the certificate ends the handshake here.
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                });
+            }
+        });
+        HttpsFront {
+            port,
+            _runtime: runtime,
+        }
+    }
+
+    /// The path of the provider's JWKS (`jwks_uri` without the scheme and authority).
+    pub fn jwks_path(&self) -> String {
+        let uri = self.endpoint("jwks_uri");
+        uri.strip_prefix(&self.issuer)
+            .unwrap_or_else(|| panic!("jwks_uri {uri} is not under {}", self.issuer))
+            .to_string()
+    }
+}
+
 impl Drop for Idp {
     fn drop(&mut self) {
         self.stop();
