@@ -5,8 +5,10 @@
 #   install_missing        installs the list (apt-get update once), or exits 1 naming the command
 #
 # PORTCULLIS_DEPS_ROOT (default empty) is prefixed to every file path checked, and
-# PORTCULLIS_DEPS_DRY_RUN=1 prints what would be installed and exits: the set-up test uses both
-# to play a fresh machine (crates/portcullis/tests/setup.rs).
+# PORTCULLIS_DEPS_DRY_RUN=1 makes install_missing print what it would install ("would install:
+# …", or "nothing to install") and exit 0, so the calling script stops before it builds or
+# tests anything: the set-up test uses both to play a fresh machine and this one
+# (crates/portcullis/tests/setup.rs).
 R="${PORTCULLIS_DEPS_ROOT:-}"
 
 missing=()
@@ -35,11 +37,15 @@ need_postgres() {
 }
 
 install_missing() {
-  [ ${#missing[@]} -eq 0 ] && return 0
   if [ "${PORTCULLIS_DEPS_DRY_RUN:-}" = 1 ]; then
-    echo "would install: ${missing[*]}"
+    if [ ${#missing[@]} -eq 0 ]; then
+      echo "nothing to install"
+    else
+      echo "would install: ${missing[*]}"
+    fi
     exit 0
   fi
+  [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     printf '\n== installing %s (apt-get)\n' "${missing[*]}" >&2
     apt-get update -qq

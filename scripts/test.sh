@@ -6,7 +6,6 @@ cd "$(dirname "$0")/.."
 
 CACHE="${PORTCULLIS_CACHE:-$HOME/.cache/portcullis}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
-mkdir -p "$CACHE" "$CARGO_TARGET_DIR"
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
@@ -26,7 +25,9 @@ need nodejs 'command -v node'
 need npm 'command -v npm'
 # The SAML tests sign and verify assertions with xmlsec1.
 need xmlsec1 'command -v xmlsec1'
+# With PORTCULLIS_DEPS_DRY_RUN=1 this prints what it would install and exits here.
 install_missing
+mkdir -p "$CACHE" "$CARGO_TARGET_DIR"
 
 # --- Python drivers for the client tests, moto (a local S3 server) for the recordings test --
 VENV="$CACHE/venv"

@@ -260,7 +260,12 @@ pub enum EventData {
         connection: String,
         reason: String,
         duration_us: u64,
+        /// Statements forwarded to the target.
         statements: u64,
+        /// Statements the gateway refused (denied, or held for review) instead of forwarding.
+        /// Absent from events written before it was counted: `None` means "not counted", not 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        refused: Option<u64>,
     },
     /// Credentials accepted.
     AuthSuccess {
@@ -523,5 +528,51 @@ mod tests {
         );
         let back: ChainLink = serde_json::from_str(&json).expect("parses");
         assert_eq!(back, link);
+    }
+
+    /// A `session_close` event written before refused statements were counted still reads,
+    /// with `refused: None`; a new one carries the count.
+    #[test]
+    fn session_close_without_refused_count_still_reads() {
+        let old = r#"{"kind":"session_close","principal":{"agent":"a","auth_method":"scram-sha-256"},"connection":"c","reason":"client terminated the session","duration_us":5,"statements":2}"#;
+        let ev: EventData = serde_json::from_str(old).expect("an older session_close reads");
+        match &ev {
+            EventData::SessionClose {
+                statements,
+                refused,
+                ..
+            } => {
+                assert_eq!(*statements, 2);
+                assert_eq!(*refused, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Re-serialized, the older event keeps its exact fields (no `refused` appears).
+        let again = serde_json::to_value(&ev).expect("serializes");
+        assert!(again.get("refused").is_none(), "{again}");
+        let new = match ev {
+            EventData::SessionClose {
+                principal,
+                connection,
+                reason,
+                duration_us,
+                statements,
+                ..
+            } => EventData::SessionClose {
+                principal,
+                connection,
+                reason,
+                duration_us,
+                statements,
+                refused: Some(1),
+            },
+            other => panic!("{other:?}"),
+        };
+        let json = serde_json::to_value(&new).expect("serializes");
+        assert_eq!(json["refused"], 1);
+        assert_eq!(
+            serde_json::from_value::<EventData>(json).expect("reads"),
+            new
+        );
     }
 }

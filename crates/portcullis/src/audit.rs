@@ -434,11 +434,17 @@ pub fn render(ev: &StoredEvent) -> String {
                 principal,
                 reason,
                 statements,
+                refused,
                 duration_us,
                 ..
             } => format!(
-                "session closed: {} after {statements} statement(s), {:.1} s: {reason}",
+                "session closed: {} after {}, {:.1} s: {reason}",
                 principal.agent,
+                match refused {
+                    Some(refused) => format!("{statements} run, {refused} refused"),
+                    // Written before refused statements were counted.
+                    None => format!("{statements} statement(s)"),
+                },
                 duration_us as f64 / 1e6
             ),
             EventData::AuthSuccess { principal, client_addr, connection, .. } => format!(

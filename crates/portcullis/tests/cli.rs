@@ -79,14 +79,19 @@ fn audit_verify_names_the_first_tampered_event() {
     assert!(ok(gw.cli(&["audit", "verify"])).contains(&format!("{total} events verified")));
 }
 
+/// Also the small things a new user sees: seeding prints no server NOTICEs, the gateway logs
+/// in as a role that is not a superuser and may only read the two tables, and a session whose
+/// one statement was refused closes as "0 run, 1 refused".
 #[test]
 fn demo_runs_and_serves_the_sample_database() {
     let dir = tempfile::tempdir().expect("tempdir");
+    let log = tempfile::NamedTempFile::new().expect("stderr file");
     let mut child = Command::new(exe())
         .args(["demo", "--port", "0", "--data-dir"])
         .arg(dir.path())
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log.reopen().expect("reopen")))
         .spawn()
         .expect("spawn demo");
     let stdout = child.stdout.take().expect("stdout");
@@ -131,6 +136,54 @@ fn demo_runs_and_serves_the_sample_database() {
         .expect("psql");
     assert_eq!(common::stdout(&o).trim(), "600");
 
+    // The gateway's own login: the demo's role, no superuser, no write privilege.
+    let query = |sql: &str| {
+        Command::new(bins().path("psql"))
+            .args(["-X", "-A", "-t", "-F", "|", &url, "-c", sql])
+            .output()
+            .expect("psql")
+    };
+    let o = query("SELECT current_user");
+    assert_eq!(
+        common::stdout(&o).trim(),
+        "portcullis_demo_gateway",
+        "{}",
+        common::stderr(&o)
+    );
+    let o = query("SHOW is_superuser");
+    assert_eq!(common::stdout(&o).trim(), "off", "{}", common::stderr(&o));
+    let o = query(
+        "SELECT rolsuper, rolcreaterole, rolcreatedb, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+    );
+    assert_eq!(
+        common::stdout(&o).trim(),
+        "f|f|f|f",
+        "{}",
+        common::stderr(&o)
+    );
+    let o = query(
+        "SELECT has_table_privilege('orders', 'SELECT'), has_table_privilege('orders', 'DELETE'), has_table_privilege('customers', 'UPDATE')",
+    );
+    assert_eq!(common::stdout(&o).trim(), "t|f|f", "{}", common::stderr(&o));
+    let config = dir.path().join("portcullis.toml");
+    let config_text = std::fs::read_to_string(&config).expect("read the demo's config");
+    assert!(
+        config_text.contains("user = \"portcullis_demo_gateway\""),
+        "{config_text}"
+    );
+    assert!(
+        !config_text.contains("user = \"postgres\""),
+        "{config_text}"
+    );
+
+    // A session whose only statement is refused.
+    let o = query("DELETE FROM orders");
+    assert!(
+        common::stderr(&o).contains("permission denied"),
+        "{}",
+        common::stderr(&o)
+    );
+
     unsafe {
         libc::kill(child.id() as i32, libc::SIGINT);
     }
@@ -143,7 +196,15 @@ fn demo_runs_and_serves_the_sample_database() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
-    let config = dir.path().join("portcullis.toml");
+    let demo_log = std::fs::read_to_string(log.path()).expect("read the demo's stderr");
+    assert!(
+        demo_log.contains("seeded database \"shop\""),
+        "the demo seeded nothing? {demo_log}"
+    );
+    assert!(
+        !demo_log.contains("NOTICE") && !demo_log.contains("skipping"),
+        "seeding printed server notices:\n{demo_log}"
+    );
     let o = Command::new(exe())
         .args(["audit", "verify", "--config"])
         .arg(&config)
@@ -159,10 +220,18 @@ fn demo_runs_and_serves_the_sample_database() {
         .arg(&config)
         .output()
         .expect("tail");
+    let tail = common::stdout(&o);
     assert!(
-        common::stdout(&o).contains("demo-agent@shop: SELECT count(*) FROM customers"),
-        "{}",
-        common::stdout(&o)
+        tail.contains("demo-agent@shop: SELECT count(*) FROM customers"),
+        "{tail}"
+    );
+    assert!(
+        tail.contains("session closed: demo-agent after 1 run, 0 refused"),
+        "{tail}"
+    );
+    assert!(
+        tail.contains("session closed: demo-agent after 0 run, 1 refused"),
+        "{tail}"
     );
 }
 

@@ -318,6 +318,8 @@ pub struct Relay {
     s_stream_left: usize,
     queue: VecDeque<Pending>,
     forwarded: u64,
+    /// Statements refused (denied or held for review) in place of being forwarded.
+    refused: u64,
     /// The session recording, when the connection records (`recording = "commands"|"full"`).
     recorder: Option<Recorder>,
     /// The catalog this round of client messages is classified with.
@@ -368,6 +370,7 @@ impl Relay {
             s_stream_left: 0,
             queue: VecDeque::new(),
             forwarded: 0,
+            refused: 0,
             recorder,
             catalog: Arc::new(Catalog::builtin("not read yet")),
             schema_changing: false,
@@ -470,6 +473,7 @@ impl Relay {
                 reason,
                 duration_us: self.info.started.elapsed().as_micros() as u64,
                 statements: self.forwarded,
+                refused: Some(self.refused),
             },
         ));
         self.ledger.append_detached(events);
@@ -870,6 +874,7 @@ impl Relay {
                 }
                 Item::Denied(standin, error, extended) => {
                     out.extend_from_slice(&standin);
+                    self.refused += 1;
                     let start = Instant::now();
                     self.queue.push_back(if extended {
                         Pending::Denied { seq, start, error }

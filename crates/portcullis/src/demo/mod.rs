@@ -4,6 +4,12 @@
 //! writes a configuration with one demo agent, and runs the gateway in front of it until
 //! Ctrl-C. The agent's key is printed once; the target's password stays in a file the agent
 //! never sees.
+//!
+//! The gateway does not log in as the superuser: the demo creates the role
+//! [`GATEWAY_ROLE`] holding only what the demo agent's policies can ever allow (CONNECT on
+//! `shop`, USAGE on its schema, SELECT on its two tables), so the database refuses what a
+//! mistaken policy might let through. The superuser's password lives only in this process
+//! (the cluster resets it at every start) and seeds the data and the role.
 
 mod seed;
 
@@ -48,13 +54,26 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     eprintln!("portcullis demo: data in {}", dir.display());
 
-    let target_password = portcullis_identity::generate_api_key();
+    // The superuser's password is new at every run and never written down: the cluster sets
+    // it at start (also on a kept --data-dir), and only the seeding below uses it.
+    let admin_password = portcullis_identity::generate_api_key();
+    // The gateway role's password, in the file the configuration names (kept with --data-dir).
     let pw_file = dir.join("target-password");
-    let password = if pw_file.exists() {
-        std::fs::read_to_string(&pw_file)?.trim().to_string()
+    let gateway_password = if pw_file.exists() {
+        let kept = std::fs::read_to_string(&pw_file)
+            .with_context(|| format!("cannot read {}", pw_file.display()))?;
+        let kept = kept.trim().to_string();
+        if kept.is_empty() {
+            return Err(anyhow!(
+                "{} is empty; delete it and run the demo again to get a new password",
+                pw_file.display()
+            ));
+        }
+        kept
     } else {
-        crate::tls::write_private(&pw_file, target_password.as_bytes())?;
-        target_password
+        let fresh = portcullis_identity::generate_api_key();
+        crate::tls::write_private(&pw_file, fresh.as_bytes())?;
+        fresh
     };
     eprintln!(
         "starting a throwaway PostgreSQL from {} …",
@@ -64,7 +83,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         &bins,
         &dir.join("pg"),
         ClusterOptions {
-            superuser_password: Some(password.clone()),
+            superuser_password: Some(admin_password.clone()),
             keep: args.data_dir.is_some(),
             ..Default::default()
         },
@@ -73,7 +92,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let rt = serve::runtime()?;
     let code = rt.block_on(async {
-        seed_database(&cluster, &password, args.customers).await?;
+        let admin = connect_as_superuser(&cluster, &admin_password).await?;
+        seed_database(&admin, args.customers).await?;
+        create_gateway_role(&admin, &gateway_password).await?;
+        drop(admin);
         let agent = crate::agent::mint();
         let port = pick_port(args.port);
         let config_path = write_config(&dir, &cluster, port, &agent.key_hash)?;
@@ -92,6 +114,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "portcullis is up: agent \"demo-agent\" may reach connection \"shop\" through {addr}."
         );
         println!("The agent's key is shown once; the database password stays with the gateway.");
+        println!(
+            "The gateway logs in to PostgreSQL as \"{GATEWAY_ROLE}\", which may only read customers and orders (not the superuser)."
+        );
         println!();
         println!("Connect as the agent:");
         println!(
@@ -127,29 +152,54 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-async fn seed_database(cluster: &Cluster, password: &str, customers: usize) -> anyhow::Result<()> {
+/// The role the gateway logs in to the demo database as (never the superuser).
+pub const GATEWAY_ROLE: &str = "portcullis_demo_gateway";
+
+/// Connects to `shop` as the superuser, creating the database first when it is missing.
+///
+/// The session runs with `client_min_messages = warning`: the seeding script's
+/// `DROP TABLE IF EXISTS` would otherwise send NOTICEs ("table … does not exist, skipping"),
+/// which tokio-postgres logs at INFO on the demo's terminal. Warnings and errors still come
+/// through (errors fail the seeding with their message).
+async fn connect_as_superuser(
+    cluster: &Cluster,
+    password: &str,
+) -> anyhow::Result<tokio_postgres::Client> {
     let exists = cluster
         .psql(
             "postgres",
             "SELECT 1 FROM pg_database WHERE datname = 'shop'",
         )
         .map_err(|e| anyhow!("{e}"))?;
-    if exists.trim() == "1" {
-        return Ok(());
+    if exists.trim() != "1" {
+        cluster
+            .create_database("shop")
+            .map_err(|e| anyhow!("{e}"))?;
     }
-    cluster
-        .create_database("shop")
-        .map_err(|e| anyhow!("{e}"))?;
     let (client, conn) = tokio_postgres::Config::new()
         .host(cluster.host())
         .port(cluster.port())
         .user(cluster.superuser())
         .password(password)
         .dbname("shop")
+        .options("-c client_min_messages=warning")
         .connect(tokio_postgres::NoTls)
         .await
         .context("cannot connect to the demo database to seed it")?;
     tokio::spawn(conn);
+    Ok(client)
+}
+
+/// Seeds `shop` unless its tables are there already (a kept --data-dir).
+async fn seed_database(client: &tokio_postgres::Client, customers: usize) -> anyhow::Result<()> {
+    let seeded: bool = client
+        .query_one("SELECT to_regclass('public.orders') IS NOT NULL", &[])
+        .await
+        .context("cannot inspect the demo database")?
+        .get(0);
+    if seeded {
+        return Ok(());
+    }
     client
         .batch_execute(&seed::seed_sql(customers, customers * 3, 42))
         .await
@@ -158,6 +208,45 @@ async fn seed_database(cluster: &Cluster, password: &str, customers: usize) -> a
         "seeded database \"shop\": {customers} customers, {} orders",
         customers * 3
     );
+    Ok(())
+}
+
+/// Creates (or, on a kept --data-dir, updates) [`GATEWAY_ROLE`] with `password` and only the
+/// privileges the demo agent's policies can use: the agent is a read-only analyst, so the
+/// role may connect to `shop`, use its schema and SELECT from `customers` and `orders`;
+/// nothing else (no sequences, no writes; PUBLIC loses CONNECT on the other databases and
+/// CREATE on the schema).
+async fn create_gateway_role(
+    client: &tokio_postgres::Client,
+    password: &str,
+) -> anyhow::Result<()> {
+    let role = GATEWAY_ROLE;
+    let sql = format!(
+        "BEGIN;
+DO $$BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
+    CREATE ROLE {role};
+  END IF;
+END$$;
+ALTER ROLE {role} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
+  PASSWORD {password};
+REVOKE ALL ON DATABASE shop FROM PUBLIC;
+REVOKE ALL ON DATABASE shop FROM {role};
+GRANT CONNECT ON DATABASE shop TO {role};
+REVOKE CONNECT ON DATABASE postgres, template1 FROM PUBLIC;
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+REVOKE ALL ON SCHEMA public FROM {role};
+GRANT USAGE ON SCHEMA public TO {role};
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {role};
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM {role};
+GRANT SELECT ON customers, orders TO {role};
+COMMIT;",
+        password = seed::literal(password),
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .with_context(|| format!("cannot create the gateway's database role {role}"))?;
     Ok(())
 }
 
@@ -223,6 +312,8 @@ protocol = "postgres"
 bind = "127.0.0.1:{port}"
 tls = {{ mode = "optional" }}
 
+# The gateway logs in as a role that may only read the two demo tables (not the superuser):
+# the database itself refuses what the policies should never have allowed.
 [[connections]]
 name = "shop"
 type = "postgres"
@@ -246,7 +337,7 @@ groups = ["analysts"]
         masking = seed::DEMO_MASKING,
         host = cluster.host(),
         pg_port = cluster.port(),
-        user = cluster.superuser(),
+        user = GATEWAY_ROLE,
     );
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(path)

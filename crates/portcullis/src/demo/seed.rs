@@ -145,7 +145,7 @@ CREATE TABLE orders (
 /// A standard SQL string literal: single quotes doubled. (Backslashes are ordinary characters
 /// with `standard_conforming_strings = on`, the default since PostgreSQL 9.1; the generated
 /// data contains none anyway.)
-fn literal(text: &str) -> String {
+pub(super) fn literal(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 2);
     out.push('\'');
     for ch in text.chars() {
