@@ -27,7 +27,7 @@ need() {
 need_build_tools() {
   need build-essential 'ls "$R"/usr/bin/cc'
   # libclang itself, not libclang-cpp (which LLVM packages install too, and bindgen cannot use).
-  need libclang-dev 'ls "$R"/usr/lib/llvm-*/lib/libclang.so* "$R"/usr/lib/*-linux-gnu/libclang-[0-9]*.so*'
+  need libclang-dev '{ ls "$R"/usr/lib/llvm-*/lib/libclang.so* "$R"/usr/lib/*-linux-gnu/libclang-[0-9]*.so* 2>/dev/null || true; } | grep -q .'
 }
 
 # PostgreSQL's server binaries (initdb, postgres) for the throwaway clusters, and psql.
