@@ -428,6 +428,10 @@ impl Relay {
                 }
             }
         };
+        // A schema change may have completed without the relay seeing it.
+        if self.schema_changing {
+            self.info.catalog.changed();
+        }
         // Tell the target we are done, so it does not log an unexpected EOF.
         let _ = self.server_w.write_all(&[b'X', 0, 0, 0, 4]).await;
         let _ = self.server_w.flush().await;
@@ -1344,11 +1348,18 @@ impl Relay {
                 b'G' => self.on_copy_in(),
                 b'Z' => {
                     self.copy_out = None;
-                    if self.schema_changing && body.first() == Some(&b'I') {
-                        self.schema_changing = false;
-                        self.info.catalog.changed();
-                    }
                     self.on_ready(&mut results);
+                    // Outside a transaction, a schema change forwarded earlier has committed
+                    // (or failed): the catalog is read again. Statements still in flight may
+                    // hold another, so user functions stay unknown until none is.
+                    if self.schema_changing && body.first() == Some(&b'I') {
+                        self.info.catalog.changed();
+                        let in_flight = self
+                            .queue
+                            .iter()
+                            .any(|p| matches!(p, Pending::Query { .. } | Pending::Execute { .. }));
+                        self.schema_changing = in_flight;
+                    }
                     self.describe_fifo.clear();
                     self.describing.clear();
                 }
